@@ -1,0 +1,454 @@
+"""BLE beacon frames from raw advertisement bytes: iBeacon, AltBeacon and Eddystone.
+
+Every BLE source ends here: the local radio (bleak's ``AdvertisementData`` carries exactly a
+manufacturer-data and a service-data mapping), Theengs / OpenMQTTGateway raw hex, and the
+beacon ids ESPresense has already decoded. They all produce the same :class:`BeaconFrame`, so
+a beacon has one visitor identity whichever scanner saw it.
+
+A decoder returns None for bytes of no format it knows, and raises :class:`DecodeError` for
+bytes that carry a format's marker but not its layout. Raw MAC addresses never enter a frame:
+frames are copied verbatim into ``Sighting.beacon``, which is not pseudonymised.
+
+The module also holds the JSON helpers that the BLE scanners' MQTT decoders share.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Annotated, Any, Literal, TypeVar
+
+from bluetooth_data_tools import parse_advertisement_data_bytes
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, StringConstraints
+from pydantic import ValidationError as _ValidationError
+
+from devices.model import DecodeError, Message, normalize_mac
+
+_HEX = "[0-9a-f]"
+Uuid = Annotated[
+    str,
+    StringConstraints(pattern=f"^{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}$"),
+]
+UInt16 = Annotated[int, Field(ge=0, le=0xFFFF)]
+UInt8 = Annotated[int, Field(ge=0, le=0xFF)]
+Int8 = Annotated[int, Field(ge=-128, le=127)]
+NamespaceHex = Annotated[str, StringConstraints(pattern=f"^{_HEX}{{20}}$")]
+InstanceHex = Annotated[str, StringConstraints(pattern=f"^{_HEX}{{12}}$")]
+EidHex = Annotated[str, StringConstraints(pattern=f"^{_HEX}{{16}}$")]
+
+
+# --- frames -------------------------------------------------------------------------------
+
+
+class BeaconFrame(BaseModel):
+    """One decoded beacon frame; subclasses are the formats.
+
+    Values a source did not give (ESPresense reports a beacon's id, not its calibrated power)
+    are None and left out of :meth:`fields`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    format: str
+
+    def identity(self) -> str | None:
+        """The stable visitor identity the frame carries, or None (URL and TLM carry none)."""
+        return None
+
+    def fields(self) -> dict[str, Any]:
+        """The frame as JSON-ready values, the shape of ``Sighting.beacon``."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class IBeaconFrame(BeaconFrame):
+    format: Literal["ibeacon"] = "ibeacon"
+    uuid: Uuid
+    major: UInt16
+    minor: UInt16
+    tx_power_1m: Int8 | None = None
+
+    def identity(self) -> str:
+        return f"ibeacon:{self.uuid}-{self.major}-{self.minor}"
+
+
+class AltBeaconFrame(BeaconFrame):
+    """An AltBeacon; its 20-byte beacon id split as id1 (UUID), id2, id3, by convention."""
+
+    format: Literal["altbeacon"] = "altbeacon"
+    id1: Uuid
+    id2: UInt16
+    id3: UInt16
+    tx_power_1m: Int8 | None = None
+    manufacturer: UInt16 | None = None
+    reserved: UInt8 | None = None
+
+    def identity(self) -> str:
+        return f"altbeacon:{self.id1}-{self.id2}-{self.id3}"
+
+
+class EddystoneUidFrame(BeaconFrame):
+    format: Literal["eddystone-uid"] = "eddystone-uid"
+    namespace: NamespaceHex
+    instance: InstanceHex
+    tx_power_0m: Int8 | None = None
+
+    def identity(self) -> str:
+        return f"eddystone:{self.namespace}-{self.instance}"
+
+
+class EddystoneUrlFrame(BeaconFrame):
+    format: Literal["eddystone-url"] = "eddystone-url"
+    url: str
+    tx_power_0m: Int8
+
+
+class EddystoneTlmFrame(BeaconFrame):
+    """Unencrypted telemetry (version 0); a value the beacon does not measure is None."""
+
+    format: Literal["eddystone-tlm"] = "eddystone-tlm"
+    battery_mv: int | None
+    temperature_c: float | None
+    adv_count: int
+    uptime_s: float
+
+    def telemetry_values(self) -> dict[str, Any]:
+        """The beacon's health, for a ``Telemetry`` observation's ``values``."""
+        return self.model_dump(include={"battery_mv", "temperature_c"}, exclude_none=True)
+
+
+class EddystoneEidFrame(BeaconFrame):
+    format: Literal["eddystone-eid"] = "eddystone-eid"
+    eid: EidHex
+    tx_power_0m: Int8
+
+    def identity(self) -> str:
+        return f"eddystone-eid:{self.eid}"
+
+
+_Frame = TypeVar("_Frame", bound=BeaconFrame)
+
+
+def build_frame(frame_type: type[_Frame], **values: Any) -> _Frame:
+    """A frame from values a scanner decoded itself (JSON), or a decode error naming the bad one."""
+    try:
+        return frame_type(**values)
+    except _ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise DecodeError(
+            f"invalid {frame_type.model_fields['format'].default}: {problems}"
+        ) from None
+
+
+def uuid_text(raw: bytes) -> str:
+    """16 big-endian bytes as a lowercase dashed UUID."""
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+# --- manufacturer data ----------------------------------------------------------------------
+
+APPLE_COMPANY_ID = 0x004C
+_IBEACON_PREFIX = b"\x02\x15"  # Apple's iBeacon type, then its fixed length of 21 bytes
+_IBEACON = struct.Struct(">2x16sHHb")
+_ALTBEACON_CODE = b"\xbe\xac"
+_ALTBEACON = struct.Struct(">2x16sHHbB")
+
+
+def parse_manufacturer_data(company_id: int, data: bytes) -> BeaconFrame | None:
+    """An iBeacon or AltBeacon frame from one manufacturer-specific data entry.
+
+    ``data`` excludes the two company-id bytes, as bleak and bluetooth-data-tools give it.
+    """
+    if company_id == APPLE_COMPANY_ID and data.startswith(_IBEACON_PREFIX):
+        # Apple data is a sequence of type-length-value records; bytes after the iBeacon
+        # record belong to the next record, not to a malformed beacon.
+        if len(data) < _IBEACON.size:
+            raise DecodeError(f"iBeacon data is {len(data)} bytes, expected {_IBEACON.size}")
+        uuid, major, minor, tx_power = _IBEACON.unpack_from(data)
+        return IBeaconFrame(uuid=uuid_text(uuid), major=major, minor=minor, tx_power_1m=tx_power)
+    if data.startswith(_ALTBEACON_CODE):
+        if len(data) != _ALTBEACON.size:
+            raise DecodeError(f"AltBeacon data is {len(data)} bytes, expected {_ALTBEACON.size}")
+        id1, id2, id3, tx_power, reserved = _ALTBEACON.unpack(data)
+        return AltBeaconFrame(
+            id1=uuid_text(id1),
+            id2=id2,
+            id3=id3,
+            tx_power_1m=tx_power,
+            manufacturer=company_id,
+            reserved=reserved,
+        )
+    return None
+
+
+# --- Eddystone service data -----------------------------------------------------------------
+
+_BLUETOOTH_BASE_UUID_SUFFIX = "-0000-1000-8000-00805f9b34fb"
+EDDYSTONE_SERVICE_UUID = "0000feaa" + _BLUETOOTH_BASE_UUID_SUFFIX
+
+_EDDYSTONE_UID = struct.Struct(">xb10s6s")
+_EDDYSTONE_UID_RESERVED_BYTES = 2  # spec: must be present and zero; many beacons omit them
+_EDDYSTONE_URL_HEADER = struct.Struct(">xbB")
+_EDDYSTONE_URL_MAX_ENCODED_BYTES = 17
+_EDDYSTONE_TLM = struct.Struct(">xBHhII")
+_EDDYSTONE_EID = struct.Struct(">xb8s")
+
+_TLM_PLAIN_VERSION = 0x00
+_TLM_ENCRYPTED_VERSION = 0x01
+_TLM_BATTERY_UNSUPPORTED_MV = 0  # spec: a beacon without a battery reading sends zero
+_TLM_TEMPERATURE_UNSUPPORTED = -0x8000  # spec: 0x8000 (-128 °C) means no sensor
+_TLM_TEMPERATURE_STEPS_PER_DEGREE_C = 256  # signed 8.8 fixed point
+# Eddystone TLM SEC_CNT counts tenths of a second; dividing (not multiplying by 0.1) gives
+# the correctly rounded float, so 10948 ticks is 1094.8 s and not 1094.8000000000002.
+_TLM_TICKS_PER_SECOND = 10
+
+_URL_SCHEMES = ("http://www.", "https://www.", "http://", "https://")
+_URL_EXPANSIONS = (
+    *(".com/", ".org/", ".edu/", ".net/", ".info/", ".biz/", ".gov/"),
+    *(".com", ".org", ".edu", ".net", ".info", ".biz", ".gov"),
+)
+_URL_FIRST_PRINTABLE = 0x21  # 0x0e-0x20 and 0x7f-0xff are reserved by the URL encoding
+_URL_LAST_PRINTABLE = 0x7E
+
+
+def _eddystone_uid(data: bytes) -> EddystoneUidFrame:
+    if len(data) not in (_EDDYSTONE_UID.size, _EDDYSTONE_UID.size + _EDDYSTONE_UID_RESERVED_BYTES):
+        raise DecodeError(f"Eddystone-UID frame is {len(data)} bytes, expected 18 or 20")
+    tx_power, namespace, instance = _EDDYSTONE_UID.unpack_from(data)
+    return EddystoneUidFrame(
+        namespace=namespace.hex(), instance=instance.hex(), tx_power_0m=tx_power
+    )
+
+
+def _eddystone_url(data: bytes) -> EddystoneUrlFrame:
+    encoded = data[_EDDYSTONE_URL_HEADER.size :]
+    if len(data) < _EDDYSTONE_URL_HEADER.size or len(encoded) > _EDDYSTONE_URL_MAX_ENCODED_BYTES:
+        raise DecodeError(f"Eddystone-URL frame is {len(data)} bytes, expected 3 to 20")
+    tx_power, scheme = _EDDYSTONE_URL_HEADER.unpack_from(data)
+    if scheme >= len(_URL_SCHEMES):
+        raise DecodeError(f"Eddystone-URL scheme prefix 0x{scheme:02x} is reserved")
+    parts = [_URL_SCHEMES[scheme]]
+    for byte in encoded:
+        if byte < len(_URL_EXPANSIONS):
+            parts.append(_URL_EXPANSIONS[byte])
+        elif _URL_FIRST_PRINTABLE <= byte <= _URL_LAST_PRINTABLE:
+            parts.append(chr(byte))
+        else:
+            raise DecodeError(f"Eddystone-URL byte 0x{byte:02x} is reserved")
+    return EddystoneUrlFrame(url="".join(parts), tx_power_0m=tx_power)
+
+
+def _eddystone_tlm(data: bytes) -> EddystoneTlmFrame | None:
+    version = data[1] if len(data) > 1 else None
+    if version == _TLM_ENCRYPTED_VERSION:
+        return None  # valid, but readable only with the beacon's key
+    if version != _TLM_PLAIN_VERSION:
+        raise DecodeError(f"Eddystone-TLM version {version} is unknown")
+    if len(data) != _EDDYSTONE_TLM.size:
+        raise DecodeError(f"Eddystone-TLM frame is {len(data)} bytes, expected 14")
+    _, battery_mv, temperature, adv_count, ticks = _EDDYSTONE_TLM.unpack(data)
+    return EddystoneTlmFrame(
+        battery_mv=None if battery_mv == _TLM_BATTERY_UNSUPPORTED_MV else battery_mv,
+        temperature_c=None
+        if temperature == _TLM_TEMPERATURE_UNSUPPORTED
+        else temperature / _TLM_TEMPERATURE_STEPS_PER_DEGREE_C,
+        adv_count=adv_count,
+        uptime_s=ticks / _TLM_TICKS_PER_SECOND,
+    )
+
+
+def _eddystone_eid(data: bytes) -> EddystoneEidFrame:
+    if len(data) != _EDDYSTONE_EID.size:
+        raise DecodeError(f"Eddystone-EID frame is {len(data)} bytes, expected 10")
+    tx_power, eid = _EDDYSTONE_EID.unpack(data)
+    return EddystoneEidFrame(eid=eid.hex(), tx_power_0m=tx_power)
+
+
+_EDDYSTONE_FRAMES: Mapping[int, Callable[[bytes], BeaconFrame | None]] = {
+    0x00: _eddystone_uid,
+    0x10: _eddystone_url,
+    0x20: _eddystone_tlm,
+    0x30: _eddystone_eid,
+}
+
+
+def full_service_uuid(service_uuid: str) -> str:
+    """A service UUID in any common spelling (``feaa``, ``0xFEAA``, 128-bit) as 128-bit text."""
+    text = service_uuid.strip().lower().removeprefix("0x")
+    if len(text) == 4:
+        return f"0000{text}{_BLUETOOTH_BASE_UUID_SUFFIX}"
+    if len(text) == 8:
+        return f"{text}{_BLUETOOTH_BASE_UUID_SUFFIX}"
+    return text
+
+
+def parse_service_data(service_uuid: str, data: bytes) -> BeaconFrame | None:
+    """An Eddystone frame from the service data of one service UUID."""
+    if full_service_uuid(service_uuid) != EDDYSTONE_SERVICE_UUID:
+        return None
+    if not data:
+        raise DecodeError("Eddystone service data is empty")
+    decode = _EDDYSTONE_FRAMES.get(data[0])
+    return decode(data) if decode is not None else None
+
+
+# --- whole advertisements -------------------------------------------------------------------
+
+
+def frame_from_advertisement(
+    manufacturer_data: Mapping[int, bytes], service_data: Mapping[str, bytes]
+) -> BeaconFrame | None:
+    """The beacon frame of an advertisement, trying every manufacturer and service entry.
+
+    A frame with an identity wins over one without (a beacon may pack TLM beside its UID).
+    A malformed entry raises only when no other entry gives a frame.
+    """
+    decoders: list[Callable[[], BeaconFrame | None]] = [
+        *(partial(parse_manufacturer_data, key, data) for key, data in manufacturer_data.items()),
+        *(partial(parse_service_data, key, data) for key, data in service_data.items()),
+    ]
+    fallback: BeaconFrame | None = None
+    error: DecodeError | None = None
+    for decode in decoders:
+        try:
+            frame = decode()
+        except DecodeError as exc:
+            if error is None:
+                error = exc
+            continue
+        if frame is not None and frame.identity() is not None:
+            return frame
+        if fallback is None:
+            fallback = frame
+    if fallback is None and error is not None:
+        raise error
+    return fallback
+
+
+class Advertisement(BaseModel):
+    """A parsed advertisement (its GAP AD structures) and the beacon frame it carries."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    local_name: str | None = None
+    service_uuids: tuple[str, ...] = ()
+    service_data: Mapping[str, bytes] = {}
+    manufacturer_data: Mapping[int, bytes] = {}
+    tx_power: int | None = None
+    frame: SerializeAsAny[BeaconFrame] | None = None
+
+
+def parse_advertisement(adv: bytes) -> Advertisement:
+    """An advertisement from its raw AD structures (advertising data plus scan response).
+
+    bluetooth-data-tools skips structures that overrun the buffer, so a truncated trailing
+    structure (or a stray byte after the last one) is tolerated.
+    """
+    local_name, service_uuids, service_data, manufacturer_data, tx_power = (
+        parse_advertisement_data_bytes(bytes(adv))
+    )
+    # The library's containers are cached and shared between callers: copy, never keep.
+    return Advertisement(
+        local_name=local_name,
+        service_uuids=tuple(service_uuids),
+        service_data=dict(service_data),
+        manufacturer_data=dict(manufacturer_data),
+        tx_power=tx_power,
+        frame=frame_from_advertisement(manufacturer_data, service_data),
+    )
+
+
+# --- JSON payloads of BLE scanners ----------------------------------------------------------
+# Shared by devices/espresense.py and devices/theengs.py; they belong with devices/model.py.
+
+_JSON_TYPE_NAMES: Mapping[type, str] = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
+
+
+def json_type(value: object) -> str:
+    """The JSON name of a decoded value's type, for error reasons."""
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _no_constant(name: str) -> float:
+    raise DecodeError(f"{name} is not a JSON number")
+
+
+def json_object(message: Message, what: str) -> dict[str, Any]:
+    """The payload as a JSON object, or a decode error saying why it is not one."""
+    text = message.text()
+    try:
+        # Infinity from an overflowing exponent is caught where a number is read (json_number):
+        # a parse_float hook here would call Python for every number of every message.
+        document = json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise DecodeError(f"{what} is not valid JSON: {exc.msg} at {exc.pos}") from None
+    except (ValueError, RecursionError) as exc:
+        # int() refuses more than 4300 digits; deep nesting exhausts the parser's stack.
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise DecodeError(f"{what} is not valid JSON: {reason[:80]}") from None
+    if not isinstance(document, dict):
+        raise DecodeError(f"{what} must be a JSON object, got {json_type(document)}")
+    return document
+
+
+def json_number(document: Mapping[str, Any], key: str) -> float | None:
+    """``document[key]`` as a float, None when absent or null, a decode error otherwise."""
+    value = document.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DecodeError(f"{key} must be a number, got {json_type(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise DecodeError(f"{key} is out of range") from None
+    if not math.isfinite(number):
+        raise DecodeError(f"{key} is out of range")
+    return number
+
+
+def json_int(document: Mapping[str, Any], key: str) -> int | None:
+    """``document[key]`` rounded to an integer (scanners send dBm as 12.0 or 12 alike)."""
+    value = json_number(document, key)
+    return None if value is None else round(value)
+
+
+def json_str(document: Mapping[str, Any], key: str) -> str | None:
+    """``document[key]`` as a string, None when absent or null, a decode error otherwise."""
+    value = document.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise DecodeError(f"{key} must be a string, got {json_type(value)}")
+
+
+_UUID_TEXT = re.compile(
+    f"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}", re.IGNORECASE
+)
+_MAC_TEXT = re.compile(
+    f"(?<!{_HEX})(?:{_HEX}{{12}}|(?:{_HEX}{{2}}[:-]){{5}}{_HEX}{{2}})(?!{_HEX})", re.IGNORECASE
+)
+
+
+def find_mac(text: str) -> str | None:
+    """The first address written into ``text`` (an id, a name), normalised; else None.
+
+    Scanners put addresses into ids (ESPresense ``tile:<mac>``) and names (``esp-<mac>``).
+    A UUID's last group (``00805f9b34fb``) has the same shape, so UUIDs are skipped.
+    """
+    match = _MAC_TEXT.search(_UUID_TEXT.sub("-", text))
+    return normalize_mac(match.group()) if match is not None else None

@@ -1,0 +1,162 @@
+"""ESPresense: ESP32 room scanners publishing what they hear over MQTT.
+
+Topics: ``espresense/devices/{id}/{room}`` (a sighting), ``espresense/rooms/{room}/status``
+(``online`` / ``offline``, the scanner's last will) and ``espresense/rooms/{room}/telemetry``.
+
+ESPresense has already fingerprinted the advertiser into an ``id``: a beacon id (iBeacon,
+AltBeacon, Eddystone UID), a resolved IRK, or a weaker fingerprint (``name:``, ``apple:``,
+``md:``, an alias...). Many ids embed the address itself (a bare MAC, ``known:<mac>``,
+``tile:<mac>``, ``flora:<mac>``...): those give no identity, only ``mac``, because a raw MAC
+may appear nowhere but in a ``*mac`` field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from devices.ble import (
+    AltBeaconFrame,
+    BeaconFrame,
+    EddystoneUidFrame,
+    IBeaconFrame,
+    build_frame,
+    find_mac,
+    json_int,
+    json_number,
+    json_object,
+    json_str,
+)
+from devices.model import (
+    DecodeError,
+    DeviceStatus,
+    Message,
+    Observation,
+    Sighting,
+    Telemetry,
+    normalize_mac,
+)
+
+_DEVICES_LEVEL = "devices"
+_ROOMS_LEVEL = "rooms"
+_STATUS_LEVEL = "status"
+_TELEMETRY_LEVEL = "telemetry"
+_STATES = {"online": True, "offline": False}
+
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+# iBeacon and AltBeacon ids share one shape: <uuid>-<major or id2>-<minor or id3>, decimal.
+_UUID_MAJOR_MINOR = re.compile(rf"({_UUID})-(\d{{1,5}})-(\d{{1,5}})", re.IGNORECASE)
+# Every ESPresense release prints the namespace's fifth byte twice (``%02x`` of
+# ``serviceData[6]`` repeated), giving 11 namespace bytes; a fixed firmware would give 10.
+_EDDY = re.compile(r"([0-9a-f]{20}|[0-9a-f]{22})-([0-9a-f]{12})", re.IGNORECASE)
+_EDDY_DOUBLED_BYTE = slice(8, 10)
+_EDDY_DOUBLE = slice(10, 12)
+_IRK = re.compile(r"[0-9a-f]{32}", re.IGNORECASE)
+
+
+def parse(message: Message) -> list[Observation] | None:
+    """Observations of one ESPresense message; None for a topic that is not ESPresense's."""
+    levels = message.topic.split("/")
+    if "id" in message.fields and "room" in message.fields:
+        return [_sighting(message, message.fields["id"], message.fields["room"])]
+    if len(levels) < 3:
+        return None
+    if levels[-3] == _DEVICES_LEVEL:
+        return [_sighting(message, levels[-2], levels[-1])]
+    if levels[-3] == _ROOMS_LEVEL:
+        room = message.fields.get("room") or levels[-2]
+        if levels[-1] == _STATUS_LEVEL:
+            return [_status(message, _room(room))]
+        if levels[-1] == _TELEMETRY_LEVEL:
+            values = json_object(message, "ESPresense telemetry")
+            return [Telemetry(device_id=_room(room), values=values)]
+    return None
+
+
+def _room(room: str) -> str:
+    if not room:
+        raise DecodeError("topic names no room")
+    return room
+
+
+def _status(message: Message, room: str) -> DeviceStatus:
+    text = message.text().strip()
+    online = _STATES.get(text.lower())
+    if online is None:
+        raise DecodeError(f"ESPresense status must be online or offline, got {text[:40]!r}")
+    return DeviceStatus(device_id=room, online=online)
+
+
+def _sighting(message: Message, topic_id: str, room: str) -> Sighting:
+    document = json_object(message, "ESPresense sighting")
+    rssi = json_number(document, "rssi")
+    if rssi is None:
+        raise DecodeError("ESPresense sighting has no rssi")
+    espresense_id = json_str(document, "id") or topic_id
+    if not espresense_id:
+        raise DecodeError("ESPresense sighting has no id")
+    identity, id_mac, frame = _identify(espresense_id)
+    payload_mac = json_str(document, "mac")
+    return Sighting(
+        device_id=_room(room),
+        scanner=room,
+        identity=identity,
+        mac=normalize_mac(payload_mac) if payload_mac else id_mac,
+        rssi=rssi,
+        distance_m=json_number(document, "distance"),
+        tx_power=json_int(document, "rssi@1m"),
+        beacon=frame.fields() if frame is not None else None,
+    )
+
+
+def _identify(espresense_id: str) -> tuple[str | None, str | None, BeaconFrame | None]:
+    """(identity, mac, beacon frame) of an ESPresense id."""
+    kind, _, rest = espresense_id.partition(":")
+    if kind == "irk":
+        if not _IRK.fullmatch(rest):
+            raise DecodeError(f"ESPresense irk id is not 32 hex digits: {rest[:40]!r}")
+        return f"irk:{rest.lower()}", None, None
+    frame = _beacon(kind, rest)
+    if frame is None:
+        return _fingerprint(espresense_id)
+    return frame.identity(), None, frame
+
+
+def _beacon(kind: str, rest: str) -> BeaconFrame | None:
+    if kind == "iBeacon":
+        return build_frame(
+            IBeaconFrame, **_uuid_major_minor(rest, kind, ("uuid", "major", "minor"))
+        )
+    if kind == "altBeacon":
+        return build_frame(AltBeaconFrame, **_uuid_major_minor(rest, kind, ("id1", "id2", "id3")))
+    if kind == "eddy":
+        return _eddystone(rest)
+    return None
+
+
+def _uuid_major_minor(rest: str, kind: str, names: tuple[str, str, str]) -> dict[str, Any]:
+    match = _UUID_MAJOR_MINOR.fullmatch(rest)
+    if match is None:
+        raise DecodeError(f"ESPresense {kind} id is not <uuid>-<n>-<n>: {rest[:60]!r}")
+    uuid, first, second = match.groups()
+    return dict(zip(names, (uuid.lower(), int(first), int(second)), strict=True))
+
+
+def _eddystone(rest: str) -> EddystoneUidFrame:
+    match = _EDDY.fullmatch(rest)
+    if match is None:
+        raise DecodeError(f"ESPresense eddy id is not <namespace>-<instance>: {rest[:60]!r}")
+    namespace, instance = (group.lower() for group in match.groups())
+    if len(namespace) > 20:
+        if namespace[_EDDY_DOUBLED_BYTE] != namespace[_EDDY_DOUBLE]:
+            raise DecodeError(f"ESPresense eddy namespace is 11 bytes: {namespace!r}")
+        namespace = namespace[: _EDDY_DOUBLE.start] + namespace[_EDDY_DOUBLE.stop :]
+    return build_frame(EddystoneUidFrame, namespace=namespace, instance=instance)
+
+
+def _fingerprint(espresense_id: str) -> tuple[str | None, str | None, None]:
+    """A non-beacon id: an address (bare, ``known:``, ``tile:``...) or an opaque name."""
+    address = find_mac(espresense_id)
+    if address is not None:
+        return None, address, None
+    return f"espresense:{espresense_id}", None, None

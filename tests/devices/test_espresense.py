@@ -1,0 +1,302 @@
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from devices import espresense
+from devices.ble import find_mac
+from devices.model import DecodeError, DeviceStatus, Message, Sighting, Telemetry
+from tests.shared_fixtures import load_jsonl
+
+FUZZ_EXAMPLES = int(os.environ.get("LANTERN_FUZZ_EXAMPLES", "10000"))
+RECEIVED_AT = datetime(2026, 3, 14, 9, 26, 53, tzinfo=UTC)
+FIXTURES = load_jsonl("espresense.jsonl")
+IBEACON_ID = "iBeacon:426c7565-4368-6172-6d42-6561636f6e73-3838-4949"
+
+
+def message(topic: str, payload: bytes | str | dict[str, Any], **fields: str) -> Message:
+    if isinstance(payload, dict):
+        payload = json.dumps(payload)
+    if isinstance(payload, str):
+        payload = payload.encode()
+    return Message(topic=topic, payload=payload, received_at=RECEIVED_AT, fields=fields)
+
+
+def sighting_of(espresense_id: str, **extra: Any) -> Sighting:
+    payload = {"id": espresense_id, "rssi": -70, **extra}
+    (observation,) = (
+        espresense.parse(message(f"espresense/devices/{espresense_id}/hall", payload)) or []
+    )
+    assert isinstance(observation, Sighting)
+    return observation
+
+
+@pytest.mark.parametrize("routed", [False, True], ids=["topic", "router-fields"])
+def test_fixture_sighting(routed: bool) -> None:
+    (entry,) = FIXTURES
+    fields = {"id": entry["payload"]["id"], "room": "office"} if routed else {}
+
+    observations = espresense.parse(message(entry["topic"], entry["payload"], **fields))
+
+    assert observations == [
+        Sighting(
+            device_id="office",
+            scanner="office",
+            identity="ibeacon:426c7565-4368-6172-6d42-6561636f6e73-3838-4949",
+            mac="dd8800003777",
+            rssi=-81.10,
+            distance_m=6.58,
+            tx_power=-59,
+            beacon={
+                "format": "ibeacon",
+                "uuid": "426c7565-4368-6172-6d42-6561636f6e73",
+                "major": 3838,
+                "minor": 4949,
+            },
+        )
+    ]
+
+
+def test_ibeacon_identity_matches_the_ble_decoder() -> None:
+    # The Theengs fixture carries the same beacon's raw bytes; devices/ble.py names it so.
+    upper = IBEACON_ID.replace("426c7565", "426C7565")
+
+    assert sighting_of(upper).identity == "ibeacon:426c7565-4368-6172-6d42-6561636f6e73-3838-4949"
+
+
+@pytest.mark.parametrize(
+    ("espresense_id", "identity", "beacon_format"),
+    [
+        (
+            "altBeacon:2f234454-cf6d-4a0f-adf2-f4911ba9ffa6-1-2",
+            "altbeacon:2f234454-cf6d-4a0f-adf2-f4911ba9ffa6-1-2",
+            "altbeacon",
+        ),
+        # ESPresense prints the namespace's fifth byte twice (0x05 here): 11 bytes, not 10.
+        (
+            "eddy:0102030405050607080910-aabbccddeeff",
+            "eddystone:01020304050607080910-aabbccddeeff",
+            "eddystone-uid",
+        ),
+        (
+            "eddy:01020304050607080910-aabbccddeeff",
+            "eddystone:01020304050607080910-aabbccddeeff",
+            "eddystone-uid",
+        ),
+        ("irk:" + "AB" * 16, "irk:" + "ab" * 16, None),
+        ("name:johns-iphone", "espresense:name:johns-iphone", None),
+        ("apple:1005:9-26", "espresense:apple:1005:9-26", None),
+        ("known:front-door-tag", "espresense:known:front-door-tag", None),
+        ("md:0075:26", "espresense:md:0075:26", None),
+        (
+            "sd:0000fe9f-0000-1000-8000-00805f9b34fb",
+            "espresense:sd:0000fe9f-0000-1000-8000-00805f9b34fb",
+            None,
+        ),
+        ("my-alias", "espresense:my-alias", None),
+    ],
+)
+def test_id_forms(espresense_id: str, identity: str, beacon_format: str | None) -> None:
+    sighting = sighting_of(espresense_id)
+
+    assert sighting.identity == identity
+    assert (sighting.beacon or {}).get("format") == beacon_format
+    assert sighting.mac is None
+
+
+@pytest.mark.parametrize(
+    "espresense_id",
+    [
+        "c4dee2aa0a11",
+        "known:c4dee2aa0a11",
+        "known:C4:DE:E2:AA:0A:11",
+        "tile:c4dee2aa0a11",
+        "flora:c4dee2aa0a11",
+        "name:esp32-c4dee2aa0a11",
+    ],
+)
+def test_ids_carrying_an_address_give_only_mac(espresense_id: str) -> None:
+    sighting = sighting_of(espresense_id)
+
+    assert sighting.identity is None
+    assert sighting.beacon is None
+    assert sighting.mac == "c4dee2aa0a11"
+
+
+def test_payload_mac_wins_and_is_normalised() -> None:
+    assert sighting_of("c4dee2aa0a11", mac="C4:DE:E2:AA:0A:12").mac == "c4dee2aa0a12"
+
+
+def test_id_from_topic_when_payload_has_none() -> None:
+    observations = espresense.parse(
+        message(f"espresense/devices/{IBEACON_ID}/office", {"rssi": -60})
+    )
+
+    assert observations is not None
+    assert isinstance(observations[0], Sighting)
+    assert observations[0].identity == "ibeacon:426c7565-4368-6172-6d42-6561636f6e73-3838-4949"
+
+
+@pytest.mark.parametrize(
+    ("payload", "online"), [("online", True), ("offline", False), (" ONLINE\n", True)]
+)
+def test_room_status(payload: str, online: bool) -> None:
+    observations = espresense.parse(message("espresense/rooms/office/status", payload))
+
+    assert observations == [DeviceStatus(device_id="office", online=online)]
+
+
+def test_room_telemetry() -> None:
+    payload = {"ip": "192.168.1.40", "uptime": 3600, "firm": "esp32", "rssi": -61, "ver": "v3.3.0"}
+
+    observations = espresense.parse(
+        message("espresense/rooms/office/telemetry", payload, room="office")
+    )
+
+    assert observations == [Telemetry(device_id="office", values=payload)]
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "espresense/rooms/office",
+        "espresense/rooms/office/max_distance",
+        "espresense/settings",
+        "other",
+    ],
+)
+def test_other_topics_are_not_mine(topic: str) -> None:
+    assert espresense.parse(message(topic, "{}")) is None
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "reason"),
+    [
+        ("espresense/devices/x/office", b"{not json", "not valid JSON"),
+        ("espresense/devices/x/office", b"[1, 2]", "must be a JSON object, got an array"),
+        ("espresense/devices/x/office", b"\xff\xfe", "not UTF-8"),
+        ("espresense/devices/x/office", {"id": "x"}, "no rssi"),
+        ("espresense/devices/x/office", {"id": "x", "rssi": "-70"}, "rssi must be a number"),
+        ("espresense/devices/x/office", {"id": "x", "rssi": True}, "rssi must be a number"),
+        ("espresense/devices/x/office", b'{"id": "x", "rssi": NaN}', "NaN"),
+        ("espresense/devices/x/office", b'{"id": "x", "rssi": 1e999}', "out of range"),
+        ("espresense/devices/x/office", {"id": "x", "rssi": -70, "distance": "far"}, "distance"),
+        ("espresense/devices/x/office", {"id": 7, "rssi": -70}, "id must be a string"),
+        ("espresense/devices/x/office", {"id": "x", "rssi": -70, "mac": "nope"}, "not a MAC"),
+        ("espresense/devices/x/", {"id": "x", "rssi": -70}, "no room"),
+        ("espresense/devices//office", {"rssi": -70}, "no id"),
+        ("espresense/devices/x/office", {"id": "iBeacon:nope", "rssi": -70}, "iBeacon id"),
+        ("espresense/devices/x/office", {"id": f"{IBEACON_ID[:-4]}99999", "rssi": -70}, "minor"),
+        ("espresense/devices/x/office", {"id": "eddy:0102-aa", "rssi": -70}, "eddy id"),
+        (
+            "espresense/devices/x/office",
+            {"id": "eddy:0102030405060708091011-aabbccddeeff", "rssi": -70},
+            "11 bytes",
+        ),
+        ("espresense/devices/x/office", {"id": "irk:abc", "rssi": -70}, "irk"),
+        ("espresense/devices/x/office", b"[" * 100_000, "JSON"),
+        ("espresense/rooms/office/status", "maybe", "online or offline"),
+        ("espresense/rooms/office/telemetry", "42", "JSON object"),
+    ],
+)
+def test_broken_messages_raise_with_a_reason(topic: str, payload: Any, reason: str) -> None:
+    with pytest.raises(DecodeError, match=reason):
+        espresense.parse(message(topic, payload))
+
+
+# --- fuzz -------------------------------------------------------------------------------
+
+_ID_PREFIXES = ["iBeacon:", "altBeacon:", "eddy:", "irk:", "known:", "apple:", "name:", "tile:", ""]
+_IDS = st.builds(
+    str.__add__, st.sampled_from(_ID_PREFIXES), st.text("0123456789abcdefABCDEF-:x", max_size=60)
+) | st.sampled_from([IBEACON_ID, "eddy:0102030405050607080910-aabbccddeeff", "c4dee2aa0a11"])
+# Every JSON type a field should not have, and numbers JSON cannot carry (NaN, 1e999). A
+# sighting is rssi plus a few (key, value) pairs from a table: far cheaper to generate than
+# optional keys, so 10,000 examples stay within seconds.
+_ODD_VALUES = [None, True, "-70", "", [], {}, [-70], 10**400]
+_NON_FINITE = [float("nan"), float("inf")]
+_FIELD_VALUES: dict[str, list[Any]] = {
+    "mac": ["c4:de:e2:aa:0a:11", "C4DEE2AA0A11", "zz", 7],
+    "rssi@1m": [-59, -59.4, -(10**30)],
+    "distance": [0.0, 6.58, 120.5],
+}
+_FIELDS = [
+    (key, value) for key, values in _FIELD_VALUES.items() for value in [*values, *_ODD_VALUES]
+]
+_NO_ID = object()
+
+
+def _sighting(rssi: Any, espresense_id: Any, fields: list[tuple[str, Any]]) -> bytes:
+    document = {"rssi": rssi, **dict(fields)}
+    if espresense_id is not _NO_ID:
+        document["id"] = espresense_id
+    return json.dumps(document).encode()
+
+
+_SIGHTINGS = st.builds(
+    _sighting,
+    st.sampled_from([*range(-100, 1, 5), -81.1, *_ODD_VALUES, *_NON_FINITE]),
+    _IDS | st.sampled_from([_NO_ID, *_ODD_VALUES]),
+    st.lists(st.sampled_from(_FIELDS), max_size=4),
+)
+_PAYLOADS = st.one_of(
+    _SIGHTINGS,
+    _SIGHTINGS,
+    _SIGHTINGS,
+    st.sampled_from([b"online", b"offline", b"{}", b"[]", b"\xff"]),
+    st.binary(max_size=20),
+)
+_TOPICS = st.sampled_from(
+    [
+        *["espresense/devices/{id}/office"] * 6,
+        "espresense/devices/{id}/",
+        "espresense/rooms/office/status",
+        "espresense/rooms/office/telemetry",
+        "espresense/rooms//status",
+        "espresense",
+        "",
+    ]
+)
+
+
+@settings(
+    max_examples=FUZZ_EXAMPLES,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    topic=_TOPICS,
+    topic_id=st.sampled_from([IBEACON_ID, "c4dee2aa0a11", "name:x", "iBeacon:x", ""]),
+    payload=_PAYLOADS,
+    routed=st.booleans(),
+)
+def test_fuzz_only_decode_errors_escape(
+    topic: str, topic_id: str, payload: bytes, routed: bool
+) -> None:
+    fields = {"id": topic_id, "room": "office"} if routed and "{id}" in topic else {}
+    with contextlib.suppress(DecodeError):
+        espresense.parse(message(topic.replace("{id}", topic_id), payload, **fields))
+
+
+def test_no_identity_ever_carries_an_address() -> None:
+    ids = [
+        "tile:c4dee2aa0a11",
+        "name:phone-C4:DE:E2:AA:0A:11",
+        "known:c4-de-e2-aa-0a-11",
+        "sonos:c4dee2aa0a11",
+        "miTherm:c4dee2aa0a11",
+        "garmin:c4dee2aa0a11",
+    ]
+    for espresense_id in ids:
+        sighting = sighting_of(espresense_id, mac="c4dee2aa0a11")
+        assert sighting.identity is None or find_mac(sighting.identity) is None, espresense_id
+        assert sighting.beacon is None
