@@ -1,0 +1,254 @@
+"""The one configuration model: ``store.yaml``, overridden by ``LANTERN_*`` environment variables.
+
+Precedence, highest first: the short variables (``LANTERN_MQTT_URL``, ``LANTERN_FORWARD_URL``),
+nested variables ``LANTERN_<SECTION>__<KEY>`` (and ``LANTERN_STORE_ID``, ``LANTERN_DATA_DIR``),
+the YAML file named by ``--config`` or ``LANTERN_CONFIG``, then the defaults below. With no file
+at all the gateway starts on defaults. An invalid configuration raises :class:`ConfigError`
+with one ``file: key: what is wrong`` line per problem.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gateway.errors import ConfigError
+
+SourceKind = Literal[
+    "espresense", "theengs", "local-ble", "barcode", "wifi", "reorder", "device-status"
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttSettings(_Section):
+    url: str = "mqtt://127.0.0.1:1883"
+    client_id: str | None = None  # default: lantern-<store id>, stable so the session survives
+    protocol: Literal["5", "3.1.1"] = "5"
+    # One day: the broker keeps our subscriptions and queued QoS 1 messages through an outage
+    # of up to a day; longer and we would rather start fresh than replay a backlog that old.
+    session_expiry_s: int = Field(default=86_400, gt=0)
+    keepalive_s: int = Field(default=30, ge=5)
+    # QoS 1 messages the broker may have in flight to us unacknowledged. We acknowledge only
+    # after a commit, so this must cover a whole commit interval at peak rate (10k msg/s x 0.1 s).
+    receive_maximum: int = Field(default=2_000, ge=1, le=65_535)
+    reconnect_min_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    max_payload_bytes: int = Field(default=64 * 1024, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError("must look like mqtt://[user:pass@]host:port (mqtts:// for TLS)")
+        if not parts.hostname:
+            raise ValueError("has no host")
+        try:
+            parts.port  # noqa: B018 - urlsplit checks the port only when asked
+        except ValueError as exc:
+            raise ValueError(f"bad port: {exc}") from None
+        return url
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+    @property
+    def username(self) -> str | None:
+        user = urlsplit(self.url).username
+        return unquote(user) if user else None
+
+    @property
+    def password(self) -> str | None:
+        password = urlsplit(self.url).password
+        return unquote(password) if password else None
+
+
+class SourceSettings(_Section):
+    """One inbound topic pattern and the device family that decodes it.
+
+    ``{store}`` in a pattern is the configured store id; any other ``{name}`` matches one
+    topic level and is handed to the decoder as a field.
+    """
+
+    kind: SourceKind
+    topic: str
+    qos: Literal[0, 1] = 1
+
+
+DEFAULT_SOURCES = (
+    SourceSettings(kind="espresense", topic="espresense/devices/{id}/{room}"),
+    SourceSettings(kind="espresense", topic="espresense/rooms/{room}/status"),
+    SourceSettings(kind="espresense", topic="espresense/rooms/{room}/telemetry"),
+    SourceSettings(kind="theengs", topic="home/{gw}/BTtoMQTT/{id}"),
+    # The box's own radio (gateway/sources/ble.py) feeds this topic in-process.
+    SourceSettings(kind="local-ble", topic="lantern/{store}/ble/{gw}", qos=0),
+    SourceSettings(kind="wifi", topic="lantern/{store}/wifi/{source}"),
+    SourceSettings(kind="barcode", topic="lantern/{store}/scanner/{device}"),
+    SourceSettings(kind="reorder", topic="lantern/{store}/reorder/{device}"),
+    SourceSettings(kind="device-status", topic="lantern/{store}/device/{device}/status"),
+)
+
+
+class OutboxSettings(_Section):
+    # A commit every N messages or M ms, whichever first: measured 170k rows/s at 100 rows
+    # per transaction against 5k rows/s at one, and 50 ms keeps publish->ack latency low.
+    batch_max_messages: int = Field(default=1_000, ge=1)
+    batch_max_ms: int = Field(default=50, ge=1)
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    retention_s: int = Field(default=86_400, ge=0)  # delivered events kept a day for inspection
+    # Sightings are kept locally only and are the bulk (2.5k/s in a big store): an hour is
+    # enough to replay presence, a day would be ~200M rows.
+    sighting_retention_s: int = Field(default=3_600, ge=0)
+    dead_letter_retention_s: int = Field(default=7 * 86_400, ge=0)
+    # Digests of the last N committed messages, to recognise a redelivered (DUP) one. The
+    # broker can only redeliver what was in flight, so a few receive windows are plenty.
+    dedup_window_messages: int = Field(default=100_000, ge=1_000)
+
+
+class HttpSinkSettings(_Section):
+    url: str | None = None  # no HTTP sink when unset
+    token: SecretStr | None = None
+    gzip: bool = False
+    batch_max_events: int = Field(default=500, ge=1)
+    timeout_s: float = Field(default=10.0, gt=0)
+    retry_min_s: float = Field(default=0.5, gt=0)
+    retry_max_s: float = Field(default=60.0, gt=0)
+    # Sightings stay in the store by default (DESIGN.md): presence leaves as zone events.
+    exclude_types: tuple[str, ...] = ("lantern.presence.sighted",)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None and urlsplit(url).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        return url
+
+
+class BleSettings(_Section):
+    """The box's own Bluetooth radio (bleak); off unless the box has an adapter."""
+
+    enabled: bool = False
+    adapter: str = "hci0"
+    scanner_name: str = "gateway"  # the scanner (zone member) this radio counts as
+    # BlueZ stalls silently after hours; in a store a minute without any advertisement
+    # means the scanner, not the store, went quiet.
+    stall_timeout_s: float = Field(default=60.0, gt=0)
+
+
+class WebSettings(_Section):
+    """The local status page and API, and the Meraki Scanning API receiver."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65_535)  # 0: any free port
+    # Meraki Scanning API v3: GET answers the validator, POST must carry the shared secret.
+    meraki_validator: str | None = None
+    meraki_secret: SecretStr | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LANTERN_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    store_id: str = Field(default="store-1", pattern=r"^[A-Za-z0-9_.-]+$")
+    data_dir: Path = Path("lantern-data")
+    timezone: str = "UTC"
+    mqtt: MqttSettings = MqttSettings()
+    sources: tuple[SourceSettings, ...] = DEFAULT_SOURCES
+    outbox: OutboxSettings = OutboxSettings()
+    http_sink: HttpSinkSettings = HttpSinkSettings()
+    web: WebSettings = WebSettings()
+    ble: BleSettings = BleSettings()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r}") from None
+        return name
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init kwargs; the environment overrides them.
+        return (_ShortEnvSource(settings_cls), env_settings, init_settings)
+
+
+class _ShortEnvSource(PydanticBaseSettingsSource):
+    """The short variables DESIGN.md promises, mapped onto their nested keys."""
+
+    _SHORT: ClassVar[dict[str, tuple[str, str]]] = {
+        "LANTERN_MQTT_URL": ("mqtt", "url"),
+        "LANTERN_FORWARD_URL": ("http_sink", "url"),
+    }
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for variable, (section, key) in self._SHORT.items():
+            if value := os.environ.get(variable):
+                values.setdefault(section, {})[key] = value
+        return values
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the configuration, or raise ConfigError with one line per problem."""
+    environ = os.environ if environ is None else environ
+    if path is None and environ.get("LANTERN_CONFIG"):
+        path = Path(environ["LANTERN_CONFIG"])
+    origin = str(path) if path else "environment"
+    file_values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"{path}: not valid YAML: {exc}".replace("\n", " ")]) from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError([f"{path}: the top level must be a mapping of keys"])
+        file_values = loaded or {}
+    try:
+        return Settings(**file_values)
+    except ValidationError as exc:
+        raise ConfigError([_problem_line(origin, error) for error in exc.errors()]) from None
+
+
+def _problem_line(origin: str, error: Mapping[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    return f"{origin}: {key}: {message}"

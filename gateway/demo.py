@@ -1,0 +1,130 @@
+"""``lantern demo``: a whole simulated store on this machine.
+
+A broker (mosquitto on a free port with a temporary config, or amqtt in-process when mosquitto
+is not installed), the device simulators of ``firmware_stubs/`` publishing ESPresense and
+barcode traffic, the gateway, and a local stand-in for the central record receiving the HTTP
+batches. It prints where everything is, then one live status line, and stops cleanly on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from firmware_stubs.store_sim import StoreSimulator
+from gateway.app import OUTBOX_FILE_NAME, Gateway
+from gateway.config import Settings
+from gateway.localbroker import AmqttBroker, Mosquitto
+from gateway.receiver import Receiver
+
+DEMO_STORE_ID = "demo-store"
+_STATUS_INTERVAL_S = 1.0
+
+
+async def run_demo(seconds: float | None, sightings_per_s: float) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="lantern-demo-"))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    if seconds:
+        loop.call_later(seconds, stop.set)
+
+    mosquitto: Mosquitto | None = None
+    amqtt: AmqttBroker | None = None
+    if Mosquitto.available():
+        mosquitto = Mosquitto(directory=workdir)
+        await asyncio.to_thread(mosquitto.start)
+        broker_url, broker_kind, protocol = mosquitto.url, "mosquitto", "5"
+    else:
+        amqtt = AmqttBroker()
+        await amqtt.start()
+        broker_url, broker_kind, protocol = amqtt.url, "amqtt (in-process)", "3.1.1"
+    try:
+        async with Receiver() as central:
+            settings = Settings(
+                store_id=DEMO_STORE_ID,
+                data_dir=workdir / "data",
+                mqtt={"url": broker_url, "protocol": protocol},
+                http_sink={"url": central.url},
+                web={"port": 0},
+            )
+            gateway = Gateway(settings)
+            port = broker_url.rsplit(":", 1)[1]
+            print(
+                "Lantern demo: a simulated store on this machine\n"
+                f"  broker          {broker_url}  ({broker_kind}; watch: "
+                f"mosquitto_sub -p {port} -t '#' -v)\n"
+                f"  central record  {central.url}  (GET it for a count)\n"
+                f"  outbox          {settings.data_dir / OUTBOX_FILE_NAME}\n"
+                f"  devices         {sightings_per_s:g} ESPresense sightings/s, 3 tills scanning\n"
+                "Ctrl-C stops everything cleanly.\n",
+                flush=True,
+            )
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(gateway.run(stop), name="gateway")
+                tasks.create_task(
+                    _simulate(broker_url, sightings_per_s, stop), name="device-simulators"
+                )
+                tasks.create_task(_status_line(gateway, central, stop), name="status-line")
+            print(
+                f"\nstopped: the central record holds {len(central.events)} events "
+                f"({central.redeliveries} redeliveries deduplicated)."
+            )
+    finally:
+        if mosquitto is not None:
+            await asyncio.to_thread(mosquitto.stop)
+        if amqtt is not None:
+            await amqtt.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _simulate(broker_url: str, sightings_per_s: float, stop: asyncio.Event) -> None:
+    """The store's devices: a paho client (its own network thread, as on a real device)."""
+    simulator = StoreSimulator(DEMO_STORE_ID, seed=int(time.time()))
+    host, port = broker_url.removeprefix("mqtt://").rsplit(":", 1)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="demo-devices")
+    client.max_queued_messages_set(0)
+    await asyncio.to_thread(client.connect, host, int(port))
+    client.loop_start()
+    try:
+        for topic, payload in simulator.births():
+            client.publish(topic, payload, qos=1, retain=True)
+        started = time.monotonic()
+        for at_s, topic, payload in simulator.messages(sightings_per_s):
+            delay = started + at_s - time.monotonic()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await stop.wait()
+            if stop.is_set():
+                break
+            client.publish(topic, payload, qos=1)
+        for topic, payload in simulator.last_wills():  # one client plays every device's will
+            client.publish(topic, payload, qos=1, retain=True)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+async def _status_line(gateway: Gateway, central: Receiver, stop: asyncio.Event) -> None:
+    await gateway.ready.wait()
+    interactive = sys.stdout.isatty()
+    while not stop.is_set():
+        snapshot = await gateway.snapshot()
+        line = f"{snapshot.line()} | central holds {len(central.events)}"
+        print(
+            f"\r{line:<160}" if interactive else line, end="" if interactive else "\n", flush=True
+        )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_STATUS_INTERVAL_S):
+                await stop.wait()

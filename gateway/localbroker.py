@@ -1,0 +1,129 @@
+"""A broker of our own on a free port: Mosquitto when it is installed, else amqtt in-process.
+
+The demo runs one; the tests run one per session (and stop and restart it to play a broker
+outage). The Mosquitto configuration carries the same tuning as the store box's broker
+(``systemd/mosquitto-lantern.conf``): persistence on, and queues deep enough that a slow or
+absent gateway loses nothing (Mosquitto's default of 1,000 queued messages drops silently).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Kept identical to systemd/mosquitto-lantern.conf (a test compares them).
+BROKER_TUNING = """\
+persistence true
+autosave_interval 10
+max_queued_messages 1000000
+max_queued_bytes 0
+max_inflight_messages 2000
+persistent_client_expiration 2d
+"""
+_READY_TIMEOUT_S = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout_s: float = _READY_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+class Mosquitto:
+    """A mosquitto process with a temporary config and store; stop() and start() keep the port."""
+
+    def __init__(self, port: int | None = None, directory: Path | None = None) -> None:
+        self.port = port or free_port()
+        self._directory = directory or Path(tempfile.mkdtemp(prefix="lantern-mosquitto-"))
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("mosquitto") is not None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        config = self._directory / "mosquitto.conf"
+        config.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            f"persistence_location {self._directory}/\n"
+            f"log_dest file {self._directory}/mosquitto.log\n" + BROKER_TUNING
+        )
+        self._process = subprocess.Popen(
+            ["mosquitto", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        try:
+            wait_for_port(self.port)
+        except OSError:
+            self.stop()
+            raise RuntimeError(
+                f"mosquitto did not start; see {self._directory}/mosquitto.log"
+            ) from None
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+
+    def log_text(self) -> str:
+        path = self._directory / "mosquitto.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+class AmqttBroker:
+    """The fallback when no mosquitto binary is installed: amqtt, MQTT 3.1.1, in-process."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self._broker: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        from amqtt.broker import Broker
+
+        self._broker = Broker(
+            {
+                "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {}},
+            }
+        )
+        await self._broker.start()
+        await asyncio.to_thread(wait_for_port, self.port)
+
+    async def stop(self) -> None:
+        if self._broker is not None:
+            await self._broker.shutdown()
+            self._broker = None

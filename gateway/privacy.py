@@ -1,0 +1,136 @@
+"""Keyed pseudonyms for MAC addresses, applied at ingest before anything is kept.
+
+A pseudonym is HMAC-SHA256 over the 6 address bytes with a key that rotates daily (UTC days):
+the day's key is HMAC-SHA256(secret, "lantern-mac-key:" + ISO date), the secret being 32 random
+bytes generated on first start in the data dir (mode 0600). The same visitor has the same
+pseudonym all day and an unlinkable one the next day; without the secret, a pseudonym cannot be
+reversed by trying all 2^48 addresses.
+
+Decoders put raw addresses only in fields whose name ends in ``mac`` (devices/model.py); this
+module replaces exactly those, wherever they sit in an observation.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+SECRET_FILE_NAME = "privacy.key"
+_SECRET_BYTES = 32
+_PSEUDONYM_HEX_CHARS = 20  # 80 bits: collisions negligible among a store's visitors in a day
+PSEUDONYM_PREFIX = "p-"
+_MAX_CACHED = 50_000  # distinct addresses per day we keep computed; a big store sees ~10k
+
+
+@functools.cache
+def _address_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of a model that may hold an address: ``*mac`` ones, and nested models."""
+    return tuple(
+        name
+        for name, field in model.model_fields.items()
+        if name.endswith("mac")
+        or (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel))
+    )
+
+
+def load_or_create_secret(data_dir: Path) -> bytes:
+    """The pseudonym secret of this gateway, created (mode 0600) on first start."""
+    path = data_dir / SECRET_FILE_NAME
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_bytes(_SECRET_BYTES)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(secret)
+        file.flush()
+        os.fsync(file.fileno())
+    return secret
+
+
+# A MAC in free text: six hex pairs with one separator kind, or 12 bare hex digits standing alone.
+_MAC_IN_TEXT = re.compile(
+    r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}([:-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}"
+    r"|[0-9A-Fa-f]{12})(?![0-9A-Fa-f])"
+)
+
+_LOCALLY_ADMINISTERED_BIT = 0x02  # marks an address no vendor assigned
+_MULTICAST_BIT = 0x01
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+class Pseudonymizer:
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+        self._day: date | None = None
+        self._key = b""
+        self._cache: dict[str, str] = {}
+
+    def pseudonym(self, mac: str, at: datetime) -> str:
+        """The pseudonym of a normalised MAC (12 lowercase hex digits) on ``at``'s day."""
+        day = at.date()
+        if day != self._day:
+            self._day = day
+            self._key = hmac.new(
+                self._secret, f"lantern-mac-key:{day.isoformat()}".encode(), hashlib.sha256
+            ).digest()
+            self._cache.clear()
+        cached = self._cache.get(mac)
+        if cached is not None:
+            return cached
+        digest = hmac.new(self._key, bytes.fromhex(mac), hashlib.sha256).hexdigest()
+        pseudonym = PSEUDONYM_PREFIX + digest[:_PSEUDONYM_HEX_CHARS]
+        if len(self._cache) >= _MAX_CACHED:
+            self._cache.clear()
+        self._cache[mac] = pseudonym
+        return pseudonym
+
+    def apply(self, observation: _Model, at: datetime) -> _Model:
+        """The observation with every ``*mac`` field replaced by its pseudonym."""
+        updates = {
+            name: self._replace(value, at)
+            for name in _address_fields(type(observation))
+            if (value := getattr(observation, name)) is not None
+        }
+        return observation.model_copy(update=updates) if updates else observation
+
+    def scrub(self, text: str, at: datetime) -> str:
+        """Free text (a dead letter's payload) with every MAC-shaped token pseudonymised."""
+        return _MAC_IN_TEXT.sub(
+            lambda match: self.pseudonym(re.sub("[:-]", "", match[0]).lower(), at), text
+        )
+
+    def scrub_mac_shaped(self, text: str, at: datetime) -> str:
+        """Free text with every MAC replaced by a MAC-shaped pseudonym (a locally administered
+        address derived from the keyed pseudonym): for recordings, which must still decode."""
+        return _MAC_IN_TEXT.sub(lambda match: self._mac_shaped(match[0], at), text)
+
+    def _mac_shaped(self, mac_text: str, at: datetime) -> str:
+        digest = self.pseudonym(re.sub("[:-]", "", mac_text).lower(), at)[len(PSEUDONYM_PREFIX) :]
+        first = (int(digest[:2], 16) | _LOCALLY_ADMINISTERED_BIT) & ~_MULTICAST_BIT
+        shaped = f"{first:02x}{digest[2:12]}"
+        separator = next((char for char in mac_text if char in ":-"), "")
+        if separator:
+            shaped = separator.join(shaped[i : i + 2] for i in range(0, 12, 2))
+        return shaped.upper() if mac_text.isupper() else shaped
+
+    def _replace(self, value: Any, at: datetime) -> Any:
+        if isinstance(value, BaseModel):
+            return self.apply(value, at)
+        if isinstance(value, str):
+            return value if value.startswith(PSEUDONYM_PREFIX) else self.pseudonym(value, at)
+        if isinstance(value, (list, tuple)):
+            return type(value)(self._replace(item, at) for item in value)
+        return value

@@ -1,0 +1,151 @@
+"""The gateway's local web server: the technicians' status page and API, and the Meraki
+Scanning API receiver.
+
+Everything is served from the box itself, so it works with the internet down. The Meraki
+controller GETs the validator, then POSTs observations carrying the shared secret (403
+otherwise); a POST is answered 200 only once its events are committed, so Meraki's own retry
+covers a failure. The secret is removed from the payload before anything keeps it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import html
+import json
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from gateway.config import WebSettings
+from gateway.mqtt import Inbound
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+MERAKI_PATH = "/meraki"
+_MAX_POST_BYTES = 8 * 1024 * 1024  # a Meraki post for a busy floor is a few hundred KiB
+_RECENT_DEAD_LETTERS = 20
+
+
+class WebServer:
+    def __init__(self, settings: WebSettings, gateway: Gateway) -> None:
+        self._settings = settings
+        self._gateway = gateway
+        self._runner: web.AppRunner | None = None
+        self.port = settings.port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._settings.host}:{self.port}"
+
+    async def __aenter__(self) -> WebServer:
+        app = web.Application(client_max_size=_MAX_POST_BYTES)
+        app.router.add_get("/", self._page)
+        app.router.add_get("/api/status", self._status)
+        app.router.add_get(MERAKI_PATH, self._meraki_validator)
+        app.router.add_post(MERAKI_PATH, self._meraki_post)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self._settings.host, self._settings.port).start()
+        self.port = int(self._runner.addresses[0][1])
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def status(self) -> dict[str, Any]:
+        gateway = self._gateway
+        snapshot = await gateway.snapshot()
+        dead = await gateway.outbox.query(
+            "SELECT received_at, topic, kind, reason FROM dead_letters ORDER BY id DESC LIMIT ?",
+            (_RECENT_DEAD_LETTERS,),
+        )
+        return {
+            "store_id": gateway.settings.store_id,
+            "time": datetime.now(UTC).isoformat(),
+            "counters": dataclasses.asdict(snapshot),
+            "mqtt": {
+                "broker": f"{gateway.settings.mqtt.host}:{gateway.settings.mqtt.port}",
+                "connected": snapshot.mqtt_connected,
+                "last_error": gateway.mqtt_error,
+            },
+            "sinks": gateway.sink_states(),
+            "dead_letters_by_kind": gateway.dead_letters_by_kind(),
+            "recent_dead_letters": [
+                {"received_at": at, "topic": topic, "kind": kind, "reason": reason}
+                for at, topic, kind, reason in dead
+            ],
+            "devices": [record.model_dump(mode="json") for record in gateway.inventory.devices()],
+        }
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.status())
+
+    async def _page(self, request: web.Request) -> web.Response:
+        status = await self.status()
+        return web.Response(text=_render(status), content_type="text/html")
+
+    async def _meraki_validator(self, request: web.Request) -> web.Response:
+        if self._settings.meraki_validator is None:
+            raise web.HTTPNotFound(text="the Meraki receiver is not configured")
+        return web.Response(text=self._settings.meraki_validator)
+
+    async def _meraki_post(self, request: web.Request) -> web.Response:
+        expected = self._settings.meraki_secret
+        if expected is None:
+            raise web.HTTPNotFound(text="the Meraki receiver is not configured")
+        try:
+            document = json.loads(await request.read())
+        except ValueError:
+            raise web.HTTPBadRequest(text="not JSON") from None
+        secret = document.pop("secret", None) if isinstance(document, dict) else None
+        if not isinstance(secret, str) or not hmac.compare_digest(
+            secret.encode(), expected.get_secret_value().encode()
+        ):
+            raise web.HTTPForbidden(text="wrong or missing secret")
+        topic = f"lantern/{self._gateway.settings.store_id}/wifi/meraki"
+        payload = json.dumps(document, separators=(",", ":")).encode()
+        await self._gateway.ingest.submit(
+            Inbound(topic, payload, 0, 0, False, datetime.now(UTC), 0)
+        )
+        return web.json_response({"accepted": True})
+
+
+def _render(status: dict[str, Any]) -> str:
+    """A page a technician reads on a phone: no scripts, no outside resources."""
+
+    def table(rows: list[dict[str, Any]], empty: str) -> str:
+        if not rows:
+            return f"<p>{html.escape(empty)}</p>"
+        head = "".join(f"<th>{html.escape(str(key))}</th>" for key in rows[0])
+        body = "".join(
+            "<tr>"
+            + "".join(f"<td>{html.escape(str(value))}</td>" for value in row.values())
+            + "</tr>"
+            for row in rows
+        )
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+    counters = status["counters"]
+    mqtt = status["mqtt"]
+    mqtt_state = "<b>connected</b>" if mqtt["connected"] else '<b class="bad">DISCONNECTED</b>'
+    by_kind = [status["dead_letters_by_kind"]] if status["dead_letters_by_kind"] else []
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<meta http-equiv="refresh" content="5"><title>Lantern - {html.escape(status["store_id"])}</title>
+<style>body{{font-family:sans-serif;margin:1em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}}.bad{{color:#b00}}</style></head>
+<body><h1>Lantern, store {html.escape(status["store_id"])}</h1>
+<p>MQTT {html.escape(mqtt["broker"])}:
+{mqtt_state}
+{html.escape(mqtt["last_error"] or "")}</p>
+<h2>Counters</h2>{table([counters], "")}
+<h2>Sinks</h2>{table(status["sinks"], "No sink configured: events stay in the outbox.")}
+<h2>Dead letters by kind</h2>{table(by_kind, "None.")}
+<h2>Latest dead letters</h2>{table(status["recent_dead_letters"], "None.")}
+<h2>Devices</h2>{table(status["devices"], "No device heard yet.")}
+<p>JSON: <a href="/api/status">/api/status</a>. Updated {html.escape(status["time"])}.</p>
+</body></html>"""

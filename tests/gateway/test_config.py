@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.config import load_settings
+from gateway.errors import ConfigError
+from gateway.localbroker import BROKER_TUNING
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_with_no_file_and_the_short_variables() -> None:
+    settings = load_settings(
+        None,
+        environ={},
+    )
+    assert settings.store_id == "store-1"
+    assert settings.http_sink.url is None
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "store.yaml"
+    config.write_text(
+        "store_id: from-file\nmqtt: {url: 'mqtt://file:1883'}\noutbox: {batch_max_ms: 80}\n"
+    )
+    monkeypatch.setenv("LANTERN_MQTT_URL", "mqtt://user:p%40ss@broker.local:1884")
+    monkeypatch.setenv("LANTERN_FORWARD_URL", "https://record.example/events")
+    monkeypatch.setenv("LANTERN_OUTBOX__BATCH_MAX_MS", "7")
+    settings = load_settings(config)
+    assert settings.store_id == "from-file"
+    assert (settings.mqtt.host, settings.mqtt.port) == ("broker.local", 1884)
+    assert (settings.mqtt.username, settings.mqtt.password) == ("user", "p@ss")
+    assert settings.http_sink.url == "https://record.example/events"
+    assert settings.outbox.batch_max_ms == 7
+
+
+def test_every_problem_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "store.yaml"
+    config.write_text(
+        "store_id: 'bad id'\nmqtt: {url: 'http://x', keepalive_s: 1}\noutbox: {bogus: 1}\n"
+        "timezone: Mars/Base\nhttp_sink: {url: 'ftp://x'}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, environ={})
+    problems = caught.value.problems
+    assert len(problems) == 6
+    assert all(line.startswith(f"{config}: ") for line in problems)
+    keys = {line.split(": ")[1] for line in problems}
+    assert keys == {
+        "store_id",
+        "mqtt.url",
+        "mqtt.keepalive_s",
+        "outbox.bogus",
+        "timezone",
+        "http_sink.url",
+    }
+
+
+def test_an_invalid_config_stops_lantern_run_with_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "store.yaml"
+    config.write_text("mqtt: {url: 'nonsense'}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"config error: {config}: mqtt.url: must look like mqtt://[user:pass@]host:port"
+        " (mqtts:// for TLS)"
+    )
+
+
+def test_the_store_box_broker_config_carries_the_tested_tuning() -> None:
+    shipped = (REPO / "systemd" / "mosquitto-lantern.conf").read_text()
+    assert BROKER_TUNING in shipped

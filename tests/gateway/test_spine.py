@@ -1,0 +1,188 @@
+"""The spine end to end: real Mosquitto, real HTTP receiver, real SQLite files."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import re
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.localbroker import Mosquitto
+from gateway.receiver import Receiver
+from tests.helpers import Publisher, make_settings, running_gateway, wait_until
+
+UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+def test_a_scan_arrives_at_the_receiver_as_the_right_cloudevent(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        async with Receiver() as receiver:
+            settings = make_settings(tmp_path, broker.url, http_sink={"url": receiver.url})
+            async with running_gateway(settings):
+                with Publisher(broker.port) as device:
+                    device.publish_all(
+                        [("lantern/s1/scanner/till-3", "]C1010590123412345715210526")]
+                    )
+                await wait_until(lambda: len(receiver.events) == 1)
+            (event,) = receiver.events.values()
+        assert UUID7.match(event["id"])
+        assert event["specversion"] == "1.0"
+        assert event["type"] == "lantern.scan.read"
+        assert event["source"] == "/stores/s1/devices/till-3"
+        assert event["subject"] == "till-3"
+        assert event["datacontenttype"] == "application/json"
+        assert event["data"] == {
+            "code": "]C1010590123412345715210526",
+            "symbology": "GS1-128",
+            "gtin": "05901234123457",
+            "ai": {"01": "05901234123457", "15": "2021-05-26"},
+        }
+
+    asyncio.run(scenario())
+
+
+def test_bad_payloads_become_dead_letters_and_ingest_goes_on(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    async def scenario() -> list[tuple[str, str, str]]:
+        async with Receiver() as receiver:
+            settings = make_settings(
+                tmp_path,
+                broker.url,
+                http_sink={"url": receiver.url},
+                mqtt={"max_payload_bytes": 1024},
+            )
+            async with running_gateway(settings) as gateway:
+                with Publisher(broker.port) as device:
+                    device.publish_all(
+                        [
+                            ("espresense/devices/iBeacon:x/office", b"{not json"),
+                            ("lantern/s1/scanner/till-1", b"9" * 2048),
+                            ("lantern/s1/scanner/till-1", b"\xff\xfe\x00bad"),
+                            ("lantern/s1/scanner/till-1", b"9501101531001"),
+                            ("lantern/s1/scanner/till-1", b"9501101531000"),
+                        ]
+                    )
+                await wait_until(lambda: len(receiver.events) == 1)
+                rows = await gateway.outbox.query(
+                    "SELECT topic, kind, reason FROM dead_letters ORDER BY id"
+                )
+            (event,) = receiver.events.values()
+            assert event["data"]["gtin"] == "09501101531000"
+            return [(str(a), str(b), str(c)) for a, b, c in rows]
+
+    rows = asyncio.run(scenario())
+    assert [(topic, kind) for topic, kind, _ in rows] == [
+        ("espresense/devices/iBeacon:x/office", "espresense: undecodable"),
+        ("lantern/s1/scanner/till-1", "oversized"),
+        ("lantern/s1/scanner/till-1", "barcode: undecodable"),
+        ("lantern/s1/scanner/till-1", "barcode: undecodable"),
+    ]
+    reasons = [reason for _, _, reason in rows]
+    assert "2048 bytes exceeds the 1024-byte limit" in reasons[1]
+    assert "UTF-8" in reasons[2]
+    assert reasons[3] == "check digit: expected 0, got 1"
+
+
+def test_receiver_down_then_up_loses_nothing_and_the_backlog_drains(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        receiver = Receiver()
+        await receiver.start()
+        url = receiver.url
+        await receiver.stop()  # the central record is unreachable from the start
+        settings = make_settings(tmp_path, broker.url, http_sink={"url": url})
+        async with running_gateway(settings) as gateway:
+            with Publisher(broker.port) as device:
+                device.publish_all(
+                    [(f"lantern/s1/scanner/till-{i % 3}", _serial_scan(i)) for i in range(300)]
+                )
+            await wait_until(lambda: gateway.outbox.events_committed == 300)
+            await asyncio.sleep(0.5)  # a few failed attempts
+            assert (await gateway.snapshot()).outbox_depth == 300
+            await receiver.start()  # back, on the same port
+            await wait_until(lambda: len(receiver.events) == 300, timeout_s=30)
+            await wait_until(lambda: gateway._sinks[0].delivered == 300)
+            assert (await gateway.snapshot()).outbox_depth == 0
+        await receiver.stop()
+        serials = sorted(event["data"]["ai"]["21"] for event in receiver.events.values())
+        assert serials == sorted(f"SN{i:06d}" for i in range(300))
+
+    asyncio.run(scenario())
+
+
+def test_http_sink_gzip_token_retry_after_and_parking(broker: Mosquitto, tmp_path: Path) -> None:
+    """A 429 is retried, a 400 parks its batch with the reason and the next batch goes on."""
+    answers = iter([429, 400])
+    seen_encodings: list[str | None] = []
+
+    async def intercept(request: web.Request) -> int | None:
+        seen_encodings.append(request.headers.get("Content-Encoding"))
+        return next(answers, None)
+
+    async def scenario() -> list[tuple[object, ...]]:
+        async with Receiver(token="t0ken") as receiver:
+            receiver.intercept = intercept
+            settings = make_settings(
+                tmp_path,
+                broker.url,
+                http_sink={
+                    "url": receiver.url,
+                    "token": "t0ken",
+                    "gzip": True,
+                    "batch_max_events": 1,
+                },
+            )
+            async with running_gateway(settings) as gateway:
+                with Publisher(broker.port) as device:
+                    device.publish_all(
+                        [("lantern/s1/scanner/till-1", _serial_scan(i)) for i in range(3)]
+                    )
+                await wait_until(lambda: len(receiver.events) == 2)
+                rows = await gateway.outbox.query("SELECT status, reason, body FROM parked")
+                sink = gateway._sinks[0]
+                assert sink.parked == 1
+                assert sink.delivered == 2
+        return rows
+
+    rows = asyncio.run(scenario())
+    assert seen_encodings[0] == "gzip"
+    ((status, reason, body),) = rows
+    assert status == 400
+    assert str(reason).startswith("400 Bad Request")
+    # The first scan was refused with 429 then 400: it is the parked one.
+    assert json.loads(str(body))[0]["data"]["ai"]["21"] == "SN000000"
+
+
+def test_receiver_decompresses_gzip_batches() -> None:
+    async def scenario() -> None:
+        async with Receiver() as receiver:
+            import aiohttp
+
+            body = gzip.compress(json.dumps([{"id": "1", "source": "/s", "type": "t"}]).encode())
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(
+                    receiver.url,
+                    data=body,
+                    headers={
+                        "Content-Type": "application/cloudevents-batch+json",
+                        "Content-Encoding": "gzip",
+                    },
+                ) as response,
+            ):
+                assert response.status == 200
+            assert list(receiver.events) == [("/s", "1")]
+
+    asyncio.run(scenario())
+
+
+def _serial_scan(number: int) -> str:
+    """A GS1-128 read of GTIN 09501101531000 with a unique serial (AI 21)."""
+    return f"]C1010950110153100021SN{number:06d}"
