@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass
 from typing import Protocol
 
 from devices.health import Inventory
+from devices.registry import expected_intervals, slot_configs
+from devices.reorder import ReorderTracker
 from gateway.config import Settings
 from gateway.events import IdGenerator
 from gateway.ingest import Ingest
@@ -26,7 +29,7 @@ from gateway.privacy import Pseudonymizer, load_or_create_secret
 from gateway.router import Router, default_decoders
 from gateway.sinks.http import HttpSink
 from gateway.sources.ble import BleSource
-from gateway.stages import HealthStage
+from gateway.stages import HealthStage, ReorderStage
 from gateway.web import WebServer
 
 log = logging.getLogger(__name__)
@@ -78,7 +81,7 @@ class Gateway:
         self._mqtt: MqttClient | None = None
         self._pipeline: Pipeline | None = None
         self._sinks: list[Sink] = []
-        self.inventory = Inventory()
+        self.inventory = Inventory(expected_intervals(settings.devices))
         self.web: WebServer | None = None
         self.ready = asyncio.Event()  # set once the outbox is open and tasks are started
 
@@ -114,7 +117,7 @@ class Gateway:
                 IdGenerator(),
                 settings.mqtt.max_payload_bytes,
                 dedup,
-                stages=[HealthStage(self.inventory)],
+                stages=[HealthStage(self.inventory), await self._reorder_stage(outbox)],
             )
             ingest = Ingest(settings.outbox, pipeline, outbox)
             mqtt = MqttClient(
@@ -135,6 +138,18 @@ class Gateway:
                     self.web = await resources.enter_async_context(WebServer(settings.web, self))
                 await self._supervise(ingest, mqtt, outbox, sinks, stop)
         log.info("stopped cleanly")
+
+    async def _reorder_stage(self, outbox: Outbox) -> ReorderStage:
+        """The reorder debounce, resumed from the state committed with the last report."""
+        configs = slot_configs(self.settings.devices)
+        saved = await outbox.load_state(ReorderStage.STATE_KEY)
+        if saved is None:
+            return ReorderStage(ReorderTracker(configs))
+        try:
+            return ReorderStage(ReorderTracker.from_dict(configs, json.loads(saved)))
+        except ValueError as exc:  # includes JSON and validation errors
+            log.error("reorder state in the outbox is unreadable, starting afresh: %s", exc)
+            return ReorderStage(ReorderTracker(configs))
 
     async def _supervise(
         self,

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from devices.registry import DeviceSpec
 from gateway.errors import ConfigError
 
 SourceKind = Literal[
@@ -181,6 +182,15 @@ class Settings(BaseSettings):
     http_sink: HttpSinkSettings = HttpSinkSettings()
     web: WebSettings = WebSettings()
     ble: BleSettings = BleSettings()
+    devices: tuple[DeviceSpec, ...] = ()
+
+    @field_validator("devices")
+    @classmethod
+    def _unique_devices(cls, devices: tuple[DeviceSpec, ...]) -> tuple[DeviceSpec, ...]:
+        ids = [device.id for device in devices]
+        if duplicated := sorted({device_id for device_id in ids if ids.count(device_id) > 1}):
+            raise ValueError(f"device listed twice: {', '.join(duplicated)}")
+        return devices
 
     @field_validator("timezone")
     @classmethod

@@ -10,7 +10,6 @@ covers a failure. The secret is removed from the payload before anything keeps i
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import html
 import json
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from devices.wifi import validate_secret
 from gateway.config import WebSettings
 from gateway.mqtt import Inbound
 
@@ -101,11 +101,11 @@ class WebServer:
             document = json.loads(await request.read())
         except ValueError:
             raise web.HTTPBadRequest(text="not JSON") from None
-        secret = document.pop("secret", None) if isinstance(document, dict) else None
-        if not isinstance(secret, str) or not hmac.compare_digest(
-            secret.encode(), expected.get_secret_value().encode()
+        if not isinstance(document, dict) or not validate_secret(
+            document, expected.get_secret_value()
         ):
             raise web.HTTPForbidden(text="wrong or missing secret")
+        del document["secret"]  # the shared secret is not an event's business
         topic = f"lantern/{self._gateway.settings.store_id}/wifi/meraki"
         payload = json.dumps(document, separators=(",", ":")).encode()
         await self._gateway.ingest.submit(

@@ -79,3 +79,27 @@ def test_an_invalid_config_stops_lantern_run_with_exit_2(tmp_path: Path) -> None
 def test_the_store_box_broker_config_carries_the_tested_tuning() -> None:
     shipped = (REPO / "systemd" / "mosquitto-lantern.conf").read_text()
     assert BROKER_TUNING in shipped
+
+
+def test_the_device_registry_gives_slots_their_device_and_names_bad_keys(tmp_path: Path) -> None:
+    config = tmp_path / "store.yaml"
+    config.write_text(
+        "devices:\n"
+        "  - {id: coffee-1, slots: [{slot: pods, threshold: 10, rearm_level: 40}]}\n"
+        "  - {id: printer-1, expected_interval_s: null}\n"
+    )
+    settings = load_settings(config, environ={})
+    assert settings.devices[0].slots[0].device_id == "coffee-1"
+    assert settings.devices[1].expected_interval_s is None
+
+    config.write_text(
+        "devices:\n"
+        "  - {id: coffee-1, slots: [{slot: pods, threshold: 10, rearm_level: 5}]}\n"
+        "  - {id: fridge-1, slots: [{slot: milk, threshold: 1, rearm_level: 2, gtin: '123'}]}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, environ={})
+    assert caught.value.problems == [
+        f"{config}: devices.0.slots.0: rearm_level must not be below threshold (it would flap)",
+        f"{config}: devices.1.slots.0.gtin: not a GTIN (8, 12, 13 or 14 digits): '123'",
+    ]
