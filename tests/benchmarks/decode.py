@@ -1,6 +1,6 @@
 """Decode rate per device family, single core: messages/s through each pure decoder.
 
-    .venv/bin/python tests/benchmarks/decode.py [--seconds 1.0]
+    .venv/bin/python -m tests.benchmarks.decode [--seconds 1.0]
 
 Each family decodes the fixtures of ../shared/fixtures (and simulator traffic where the
 fixtures have only a line or two) in a loop for the given time; also the raw-advertisement

@@ -1,6 +1,6 @@
 """Ingest benchmark: Lantern against a no-op paho subscriber, same broker, same stream.
 
-    .venv/bin/python tests/benchmarks/ingest.py [--messages 50000] [--offered-rate 2500]
+    .venv/bin/python -m tests.benchmarks.ingest [--messages 50000] [--offered-rate 2500]
 
 1. Throughput, backlog drain. A persistent session subscribes at QoS 1 and goes away; the same
    stream of ESPresense sightings (from the store simulator) is published while it is away;
