@@ -48,6 +48,7 @@ from devices.model import DecodeError, Message, Observation
 
 AMAZON_DEBOUNCE_REPORTS = 3  # Dash Replenishment orders after 3 consecutive low reports
 _PERCENT_FULL = 100.0  # a Matter condition and an Alexa Percentage are 0..100
+_PERCENT_UNITS = frozenset({"percent", "%"})  # a plain report's spellings of a percentage
 _DEFAULT_MATTER_SLOT = "resource"  # a Matter bridge that names neither slot nor cluster
 
 _ALEXA_LEVEL = ("Alexa.InventoryLevelSensor", "level")
@@ -142,14 +143,17 @@ def _plain(document: Mapping[str, Any], device_id: str) -> ReorderReport:
     slot = json_str(document, "slot")
     if not slot:
         raise DecodeError("report has no slot")
-    unit = json_str(document, "unit")
+    unit = (json_str(document, "unit") or "").lower() or None
+    level = _quantity(document, kind)
+    if unit in _PERCENT_UNITS:
+        _check_percentage(level)  # as for an Alexa Percentage: no more than all of it
     return ReorderReport(
         device_id=device_id,
         observed_at=json_time(document, "time"),
         slot=slot,
         kind=kind,
-        level=_quantity(document, kind),
-        unit=unit.lower() if unit else None,
+        level=level,
+        unit=unit,
     )
 
 
@@ -216,8 +220,8 @@ def _alexa_measure(measure: Mapping[str, Any]) -> tuple[float, str]:
         raise DecodeError(
             f"Alexa measure @type {measure_type[:20]!r} is not Count, Percentage, Volume or Weight"
         )
-    if unit == "percent" and value > _PERCENT_FULL:
-        raise DecodeError(f"percentage {value} is over 100")
+    if unit == "percent":
+        _check_percentage(value)
     return value, unit
 
 
@@ -284,6 +288,11 @@ def _enum(
 # JSON ----------------------------------------------------------------------------------------
 
 
+def _check_percentage(value: float | None) -> None:
+    if value is not None and value > _PERCENT_FULL:
+        raise DecodeError(f"percentage {value} is over 100")
+
+
 def _quantity(document: Mapping[str, Any], key: str) -> float | None:
     value = json_number(document, key)
     if value is not None and value < 0:
@@ -335,6 +344,10 @@ class SlotConfig(BaseModel):
     def _rearm_not_below_threshold(self) -> SlotConfig:
         if self.rearm_level < self.threshold:
             raise ValueError("rearm_level must not be below threshold (it would flap)")
+        # A usage-only device's level never rises above capacity (refill sets it there), so a
+        # rearm level at or above it would leave a reorder request outstanding for ever.
+        if self.capacity is not None and self.capacity <= self.rearm_level:
+            raise ValueError("capacity must be above rearm_level (a refill could not clear)")
         return self
 
 

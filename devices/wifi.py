@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hmac
 import math
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
@@ -48,6 +49,9 @@ _MERAKI_TECHNOLOGIES: Mapping[str, Literal["ble", "wifi"]] = {
 _LOCALLY_ADMINISTERED_BIT = 0x02  # of the first octet: an address no vendor assigned
 _TAG_SEPARATOR = " "  # Meraki's tags are one space-separated string, split into the array
 _UNNAMED_SOURCE = "wifi"  # the source of a message whose topic names it only by address
+# Cisco's spelling of an address, which find_mac does not look for. A Cisco AP's default name
+# is "AP" and its address so spelt (``AP0c85.25c2.7f4e``): it must not become the scanner.
+_DOTTED_MAC = re.compile(r"(?<![0-9a-f])(?:[0-9a-f]{4}\.){2}[0-9a-f]{4}(?![0-9a-f])", re.IGNORECASE)
 _NO_TIME = datetime.min.replace(tzinfo=UTC)  # sorts a location without time before all others
 
 
@@ -67,7 +71,11 @@ def validate_secret(payload: Mapping[str, Any], secret: str) -> bool:
     given = payload.get("secret")
     if not secret or not isinstance(given, str):
         return False
-    return hmac.compare_digest(given.encode(), secret.encode())
+    # JSON's "\ud800" escapes decode to lone surrogates, which strict UTF-8 refuses to encode:
+    # a forged secret must be a mismatch, not an exception (the webhook would answer 500).
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), secret.encode("utf-8", "surrogatepass")
+    )
 
 
 def parse(message: Message) -> list[Observation] | None:
@@ -87,6 +95,8 @@ def parse(message: Message) -> list[Observation] | None:
 def _named(name: str) -> tuple[str | None, str | None]:
     """(name, None) for a plain name; (None, its address) for one that carries an address."""
     mac = find_mac(name)
+    if mac is None and (dotted := _DOTTED_MAC.search(name)) is not None:
+        mac = normalize_mac(dotted.group())
     return (None, mac) if mac is not None else (name or None, None)
 
 
