@@ -1,0 +1,138 @@
+"""Action topics and payloads: Jinja2 templates, compiled once at load, rendered per firing.
+
+Templates run in Jinja's immutable sandbox (no attribute tricks, no mutating the context),
+with StrictUndefined so a misspelt name is an error rather than an empty string, and without
+HTML autoescaping since the output is MQTT topics and JSON, not HTML. A null value renders
+as the empty string, not Python's "None", which means nothing to whoever reads the payload.
+
+A payload is any JSON value; every string inside it is a template (a string without ``{{``,
+``{%`` or ``{#`` is kept as it is, uncompiled), and the rendered strings stay strings.
+Errors carry ``path``, where in the JSON value the template is (``.visitor``, ``[0].name``),
+so the caller can name the field in full.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import date
+from typing import Any, TypeAlias
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+_TEMPLATE_MARKERS = ("{{", "{%", "{#")  # Jinja's expression, statement and comment openers
+
+
+def _blank_null(value: Any) -> Any:
+    return "" if value is None else value
+
+
+_ENV = ImmutableSandboxedEnvironment(
+    undefined=jinja2.StrictUndefined, autoescape=False, finalize=_blank_null
+)
+
+
+class TemplateError(ValueError):
+    """A template that does not compile or fails to render, at ``path`` in its JSON value."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+class TextTemplate:
+    """One compiled string template."""
+
+    __slots__ = ("_template", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        try:
+            self._template = _ENV.from_string(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError("", f"line {exc.lineno}: {exc.message}") from None
+
+    def __repr__(self) -> str:
+        return f"TextTemplate({self.source!r})"
+
+    def render(self, context: Mapping[str, Any]) -> str:
+        """The text; TemplateError when the template fails (an undefined name, say)."""
+        try:
+            return self._template.render(context)
+        except Exception as exc:  # undefined names, sandbox refusals, filters' own errors
+            raise TemplateError("", f"{exc} (in {self.source!r})") from None
+
+
+# A compiled JSON value: containers of compiled nodes, templates, and constants.
+_Node: TypeAlias = "TextTemplate | dict[str, _Node] | list[_Node] | str | int | float | bool | None"
+
+
+class JsonTemplate:
+    """A JSON value whose strings are templates."""
+
+    __slots__ = ("_root",)
+
+    def __init__(self, value: Any) -> None:
+        self._root = _compile(value, "")
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        """A new JSON value with every template rendered; TemplateError names the path."""
+        return _render(self._root, context)
+
+
+def is_template(text: str) -> bool:
+    """Whether the string holds any Jinja syntax (otherwise it renders as itself)."""
+    return any(marker in text for marker in _TEMPLATE_MARKERS)
+
+
+def _compile(value: Any, path: str) -> _Node:
+    if isinstance(value, str):
+        if not is_template(value):
+            return value
+        try:
+            return TextTemplate(value)
+        except TemplateError as exc:
+            raise TemplateError(path, exc.message) from None
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise TemplateError(path, f"{value} is not a JSON number")
+        return value
+    if isinstance(value, list):
+        return [_compile(item, f"{path}[{index}]") for index, item in enumerate(value)]
+    if isinstance(value, dict):
+        compiled: dict[str, _Node] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TemplateError(path, f"key {key!r} is not text; quote it")
+            compiled[key] = _compile(item, f"{path}.{key}")
+        return compiled
+    if isinstance(value, date):  # a datetime is a date too
+        raise TemplateError(path, f"{value} is a date, not JSON; quote it to keep it as text")
+    raise TemplateError(path, f"{type(value).__name__} is not a JSON value")
+
+
+def _render(node: _Node, context: Mapping[str, Any]) -> Any:
+    # The path is built only on the way out of an error: rendering is on the hot path.
+    if isinstance(node, TextTemplate):
+        return node.render(context)
+    if isinstance(node, dict):
+        rendered: dict[str, Any] = {}
+        for key, item in node.items():
+            try:
+                rendered[key] = _render(item, context)
+            except TemplateError as exc:
+                raise TemplateError(f".{key}{exc.path}", exc.message) from None
+        return rendered
+    if isinstance(node, list):
+        items: list[Any] = []
+        for index, item in enumerate(node):
+            try:
+                items.append(_render(item, context))
+            except TemplateError as exc:
+                raise TemplateError(f"[{index}]{exc.path}", exc.message) from None
+        return items
+    return node
