@@ -27,10 +27,13 @@ from gateway.outbox import Outbox, TypeFilter
 from gateway.pipeline import DedupWindow, Pipeline
 from gateway.privacy import Pseudonymizer, load_or_create_secret
 from gateway.router import Router, default_decoders
+from gateway.rulesdir import RulesWatcher, read_rules
 from gateway.sinks.http import HttpSink
+from gateway.sinks.mqtt_actions import MqttActionSink
 from gateway.sources.ble import BleSource
-from gateway.stages import HealthStage, ReorderStage
+from gateway.stages import HealthStage, LocationStage, ReorderStage, location_stage
 from gateway.web import WebServer
+from rules.model import RuleSet, parse_rules
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +65,14 @@ class Snapshot:
     parked: int
     dead_letters: int
     duplicates: int
+    actions_published: int
 
     def line(self) -> str:
         return (
             f"mqtt {'up' if self.mqtt_connected else 'DOWN'} | in {self.messages_in}"
             f" | committed {self.events_committed} | outbox {self.outbox_depth}"
-            f" | forwarded {self.forwarded} | dead letters {self.dead_letters}"
+            f" | forwarded {self.forwarded} | actions {self.actions_published}"
+            f" | dead letters {self.dead_letters}"
             f" | duplicates dropped {self.duplicates}"
             + (f" | parked batches {self.parked}" if self.parked else "")
         )
@@ -83,6 +88,8 @@ class Gateway:
         self._sinks: list[Sink] = []
         self.inventory = Inventory(expected_intervals(settings.devices))
         self.web: WebServer | None = None
+        self.location: LocationStage | None = None
+        self.rules_watcher: RulesWatcher | None = None
         self.ready = asyncio.Event()  # set once the outbox is open and tasks are started
 
     async def wait_connected(self) -> None:
@@ -110,6 +117,7 @@ class Gateway:
             dedup = DedupWindow(
                 settings.outbox.dedup_window_messages, await outbox.recent_digests()
             )
+            self.location = location = location_stage(settings, self._initial_rules())
             pipeline = Pipeline(
                 settings.store_id,
                 router,
@@ -117,7 +125,7 @@ class Gateway:
                 IdGenerator(),
                 settings.mqtt.max_payload_bytes,
                 dedup,
-                stages=[HealthStage(self.inventory), await self._reorder_stage(outbox)],
+                stages=[HealthStage(self.inventory), await self._reorder_stage(outbox), location],
             )
             ingest = Ingest(settings.outbox, pipeline, outbox)
             mqtt = MqttClient(
@@ -128,9 +136,10 @@ class Gateway:
                 ingest.receive,
             )
             ingest.attach(mqtt)
-            sinks: list[Sink] = []
-            if settings.http_sink.url:
-                sinks.append(HttpSink(settings.http_sink, outbox))
+            sinks: list[Sink] = (
+                [HttpSink(settings.http_sink, outbox)] if settings.http_sink.url else []
+            )
+            sinks.append(MqttActionSink(outbox, mqtt))
             self._outbox, self._ingest, self._mqtt, self._pipeline = outbox, ingest, mqtt, pipeline
             self._sinks = sinks
             async with contextlib.AsyncExitStack() as resources:
@@ -138,6 +147,15 @@ class Gateway:
                     self.web = await resources.enter_async_context(WebServer(settings.web, self))
                 await self._supervise(ingest, mqtt, outbox, sinks, stop)
         log.info("stopped cleanly")
+
+    def _initial_rules(self) -> RuleSet:
+        """The rules folder's set; an invalid one stops start-up (hot reload keeps the old)."""
+        directory = self.settings.rules.dir
+        if directory is None:
+            return parse_rules({})
+        rules = read_rules(directory)  # RulesInvalid: the CLI prints each problem
+        log.info("rules loaded from %s: %d rules", directory, len(rules))
+        return rules
 
     async def _reorder_stage(self, outbox: Outbox) -> ReorderStage:
         """The reorder debounce, resumed from the state committed with the last report."""
@@ -167,6 +185,9 @@ class Gateway:
                 tasks.create_task(self._retention(outbox, sinks), name="outbox-retention"),
                 *(tasks.create_task(sink.run(), name=f"sink:{sink.name}") for sink in sinks),
             ]
+            if settings.rules.dir is not None and self.location is not None:
+                self.rules_watcher = RulesWatcher(settings.rules.dir, self.location.replace_rules)
+                others.append(tasks.create_task(self.rules_watcher.run(), name="rules-watch"))
             if settings.ble.enabled:
                 ble = BleSource(settings.ble, settings.store_id, ingest.receive)
                 others.append(tasks.create_task(ble.run(), name="local-ble"))
@@ -217,13 +238,25 @@ class Gateway:
             for sink in self._sinks
         ]
 
+    def rules_status(self) -> dict[str, object]:
+        location, watcher = self.location, self.rules_watcher
+        summary = location.engine.summary() if location is not None else {}
+        return {
+            "dir": str(self.settings.rules.dir) if self.settings.rules.dir else None,
+            "count": len(location.engine.rules) if location is not None else 0,
+            "reloads": watcher.reloads if watcher is not None else 0,
+            "reload_error": watcher.error if watcher is not None else [],
+            "summary": [{"rule": rule, **outcomes} for rule, outcomes in sorted(summary.items())],
+            "occupancy": location.presence.occupancy() if location is not None else {},
+        }
+
     def dead_letters_by_kind(self) -> dict[str, int]:
         return dict(self._pipeline.dead_letters_by_kind) if self._pipeline else {}
 
     async def snapshot(self) -> Snapshot:
         outbox, ingest, pipeline = self._outbox, self._ingest, self._pipeline
         if outbox is None or ingest is None or pipeline is None or self._mqtt is None:
-            return Snapshot(False, 0, 0, 0, 0, 0, 0, 0)
+            return Snapshot(False, 0, 0, 0, 0, 0, 0, 0, 0)
         depth = 0
         for sink in self._sinks:
             depth = max(depth, await outbox.pending_count(sink.name, sink.types))
@@ -232,8 +265,13 @@ class Gateway:
             messages_in=ingest.received,
             events_committed=outbox.events_committed,
             outbox_depth=depth,
-            forwarded=sum(sink.delivered for sink in self._sinks),
+            forwarded=sum(
+                sink.delivered for sink in self._sinks if not isinstance(sink, MqttActionSink)
+            ),
             parked=sum(sink.parked for sink in self._sinks),
             dead_letters=sum(pipeline.dead_letters_by_kind.values()),
             duplicates=pipeline.duplicates,
+            actions_published=sum(
+                sink.delivered for sink in self._sinks if isinstance(sink, MqttActionSink)
+            ),
         )

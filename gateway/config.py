@@ -22,6 +22,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from devices.registry import DeviceSpec
 from gateway.errors import ConfigError
+from rules.presence import PresenceSettings
+from rules.zones import AudienceSpec, ZoneSpec
 
 SourceKind = Literal[
     "espresense", "theengs", "local-ble", "barcode", "wifi", "reorder", "device-status"
@@ -168,6 +170,15 @@ class WebSettings(_Section):
     meraki_secret: SecretStr | None = None
 
 
+class RulesSettings(_Section):
+    """The marketers' rules folder: one YAML file per rule, watched and reloaded whole."""
+
+    dir: Path | None = None  # no rules when unset
+    # Why a rule did or did not fire, per rule and event: a busy store evaluates a few
+    # thousand a minute, so 10k covers the last minutes a marketer asks about.
+    trace_capacity: int = Field(default=10_000, ge=100)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LANTERN_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -183,14 +194,20 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     ble: BleSettings = BleSettings()
     devices: tuple[DeviceSpec, ...] = ()
+    zones: tuple[ZoneSpec, ...] = ()
+    audiences: tuple[AudienceSpec, ...] = ()
+    presence: PresenceSettings = PresenceSettings()
+    rules: RulesSettings = RulesSettings()
 
-    @field_validator("devices")
+    @field_validator("devices", "zones")
     @classmethod
-    def _unique_devices(cls, devices: tuple[DeviceSpec, ...]) -> tuple[DeviceSpec, ...]:
-        ids = [device.id for device in devices]
-        if duplicated := sorted({device_id for device_id in ids if ids.count(device_id) > 1}):
-            raise ValueError(f"device listed twice: {', '.join(duplicated)}")
-        return devices
+    def _ids_listed_once(
+        cls, entries: tuple[DeviceSpec, ...] | tuple[ZoneSpec, ...]
+    ) -> tuple[DeviceSpec, ...] | tuple[ZoneSpec, ...]:
+        ids = [entry.id for entry in entries]
+        if duplicated := sorted({entry_id for entry_id in ids if ids.count(entry_id) > 1}):
+            raise ValueError(f"id listed twice: {', '.join(duplicated)}")
+        return entries
 
     @field_validator("timezone")
     @classmethod

@@ -6,7 +6,9 @@
     ├── ValueError
     │   ├── devices.model.DecodeError      a message of a device family that cannot be decoded;
     │   │                                  becomes a dead letter with its reason
-    │   └── rules.model.RuleSetError       a rules folder that does not validate (per file, field)
+    │   ├── rules.model.RulesInvalid       a rules folder that does not validate: one
+    │   │                                  RuleProblem (file, field, what) per problem
+    │   └── gateway.backtest.RecordingError a recording line not in DESIGN.md's format
     └── LanternError                       everything the gateway itself raises
         ├── ConfigError                    store.yaml / environment invalid: one line per problem
         ├── OutboxError                    the outbox database cannot be opened or written

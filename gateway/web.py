@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 MERAKI_PATH = "/meraki"
 _MAX_POST_BYTES = 8 * 1024 * 1024  # a Meraki post for a busy floor is a few hundred KiB
 _RECENT_DEAD_LETTERS = 20
+_DEFAULT_TRACES = 100
 
 
 class WebServer:
@@ -44,6 +45,7 @@ class WebServer:
         app = web.Application(client_max_size=_MAX_POST_BYTES)
         app.router.add_get("/", self._page)
         app.router.add_get("/api/status", self._status)
+        app.router.add_get("/api/rules/traces", self._traces)
         app.router.add_get(MERAKI_PATH, self._meraki_validator)
         app.router.add_post(MERAKI_PATH, self._meraki_post)
         self._runner = web.AppRunner(app, access_log=None)
@@ -79,7 +81,24 @@ class WebServer:
                 for at, topic, kind, reason in dead
             ],
             "devices": [record.model_dump(mode="json") for record in gateway.inventory.devices()],
+            "rules": gateway.rules_status(),
         }
+
+    async def _traces(self, request: web.Request) -> web.Response:
+        """Why a rule did or did not fire: ?rule=ID&visitor=ID&limit=N, newest first."""
+        try:
+            limit = int(request.query.get("limit", _DEFAULT_TRACES))
+        except ValueError:
+            raise web.HTTPBadRequest(text="limit must be a whole number") from None
+        location = self._gateway.location
+        traces = (
+            location.engine.traces(
+                rule=request.query.get("rule"), visitor=request.query.get("visitor"), limit=limit
+            )
+            if location is not None
+            else []
+        )
+        return web.json_response([trace.model_dump(mode="json") for trace in traces])
 
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(await self.status())
@@ -133,6 +152,14 @@ def _render(status: dict[str, Any]) -> str:
     mqtt = status["mqtt"]
     mqtt_state = "<b>connected</b>" if mqtt["connected"] else '<b class="bad">DISCONNECTED</b>'
     by_kind = [status["dead_letters_by_kind"]] if status["dead_letters_by_kind"] else []
+    rules = status["rules"]
+    occupancy = [rules["occupancy"]] if rules["occupancy"] else []
+    reload_error = (
+        '<b class="bad">Last change refused, the previous rules keep running:</b> '
+        + html.escape("; ".join(rules["reload_error"]))
+        if rules["reload_error"]
+        else ""
+    )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <meta http-equiv="refresh" content="5"><title>Lantern - {html.escape(status["store_id"])}</title>
@@ -147,5 +174,11 @@ td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}}.bad{{color:#b00}}
 <h2>Dead letters by kind</h2>{table(by_kind, "None.")}
 <h2>Latest dead letters</h2>{table(status["recent_dead_letters"], "None.")}
 <h2>Devices</h2>{table(status["devices"], "No device heard yet.")}
+<h2>Rules</h2><p>{rules["count"]} rules from {html.escape(str(rules["dir"]))};
+{rules["reloads"]} reloads. {reload_error}</p>
+{table(rules["summary"], "No rule evaluated yet.")}
+<p>Why a rule did or did not fire: <a href="/api/rules/traces">/api/rules/traces</a>
+?rule=&lt;id&gt;&amp;visitor=&lt;id&gt;</p>
+<h2>Zone occupancy</h2>{table(occupancy, "Nobody in a zone.")}
 <p>JSON: <a href="/api/status">/api/status</a>. Updated {html.escape(status["time"])}.</p>
 </body></html>"""

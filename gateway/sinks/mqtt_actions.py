@@ -1,8 +1,9 @@
 """The local action sink: rules' ``publish`` actions from the outbox to the store's broker.
 
 Actions are committed with the messages that caused them (so a crash neither loses nor
-invents one) and published here after commit, at QoS 1, in order; the cursor moves once the
-broker has acknowledged each publish.
+invents one) and published here after commit, in order, at the rule's QoS (1 by default);
+the cursor moves once the broker has acknowledged each publish. A crash between a publish and
+the cursor's move repeats that publish: at least once, as QoS 1 promises.
 """
 
 from __future__ import annotations
@@ -37,7 +38,12 @@ class MqttActionSink:
                 action = json.loads(body)["data"]
                 payload = action["payload"]
                 text = payload if isinstance(payload, str) else json.dumps(payload)
-                await self._mqtt.publish(action["topic"], text, qos=1)
+                await self._mqtt.publish(
+                    action["topic"],
+                    text,
+                    qos=action.get("qos", 1),
+                    retain=action.get("retain", False),
+                )
                 self.delivered += 1
             await self._outbox.advance(self.name, page.upto)
             if not page.rows:

@@ -1,0 +1,163 @@
+"""Presence and rules in the running gateway: real Mosquitto, real receiver, real files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.localbroker import Mosquitto
+from gateway.receiver import Receiver
+from tests.helpers import Publisher, make_settings, running_gateway, wait_until
+
+LOYALTY = "2f234454-cf6d-4a0f-adf2-f4911ba9ffa6"
+MEMBER = f"iBeacon:{LOYALTY}-100-3"
+MEMBER_SUBJECT = f"ibeacon:{LOYALTY}-100-3"
+ZONES = [
+    {"id": "coffee-aisle", "name": "Coffee aisle", "scanners": ["coffee-aisle"]},
+    {"id": "bakery", "name": "Bakery", "scanners": ["bakery"]},
+]
+AUDIENCES = [{"segment": "loyalty", "identities": [f"ibeacon:{LOYALTY}-*"]}]
+OFFER_RULE = """\
+id: quick-offer
+when: {event: zone.dwelled, zone: coffee-aisle, dwell_at_least: 1s}
+if: 'visitor.segment == "loyalty"'
+then:
+  - publish:
+      topic: "store/{{ store.id }}/signage/{{ zone.id }}"
+      payload: {offer: pods-10, visitor: "{{ visitor.id }}"}
+  - emit: {type: lantern.offer.triggered, data: {offer: pods-10}}
+limits: {per_visitor: 1/day}
+"""
+
+
+class Subscriber:
+    """A signage screen: a paho client on the action topics."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        self.messages: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"screen-{topic}")
+        self.client.on_message = lambda _c, _u, m: self.messages.put(
+            (m.topic, json.loads(m.payload))
+        )
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(topic, qos=1)
+        self.client.loop_start()
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def sightings(visitor: str, room: str, count: int) -> list[tuple[str, str]]:
+    payload = json.dumps({"id": visitor, "rssi": -60.0, "distance": 1.5})
+    return [(f"espresense/devices/{visitor}/{room}", payload)] * count
+
+
+def test_a_loyal_dweller_gets_the_offer_on_the_screen_and_the_central_record(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "quick-offer.yaml").write_text(OFFER_RULE)
+    screen = Subscriber(broker.port, "store/s1/signage/#")
+
+    async def scenario() -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+        async with Receiver() as receiver:
+            settings = make_settings(
+                tmp_path / "data",
+                broker.url,
+                http_sink={"url": receiver.url},
+                zones=ZONES,
+                audiences=AUDIENCES,
+                rules={"dir": rules_dir},
+            )
+            async with running_gateway(settings) as gateway:
+                with Publisher(broker.port) as device:
+                    for _ in range(3):  # 1.5 s in the aisle: past the 1 s dwell threshold
+                        device.publish_all(sightings(MEMBER, "coffee-aisle", 1))
+                        device.publish_all(sightings("c2f0aa000001", "coffee-aisle", 1))
+                        await asyncio.sleep(0.75)
+                await wait_until(
+                    lambda: any(
+                        e["type"] == "lantern.offer.triggered" for e in receiver.events.values()
+                    )
+                )
+                await wait_until(lambda: not screen.messages.empty())
+                status = gateway.rules_status()
+                assert gateway.web is not None
+                async with aiohttp.ClientSession() as session:
+                    traces_url = f"{gateway.web.url}/api/rules/traces"
+                    async with session.get(traces_url, params={"rule": "quick-offer"}) as r:
+                        everyone = await r.json()
+                    (passer_by_id,) = {t["visitor"] for t in everyone} - {MEMBER_SUBJECT}
+                    query = {"rule": "quick-offer", "visitor": passer_by_id}
+                    async with session.get(traces_url, params=query) as response:
+                        passer_by = await response.json()
+                    async with session.get(traces_url, params={"limit": "many"}) as response:
+                        assert response.status == 400
+            return status, list(receiver.events.values()), passer_by
+
+    try:
+        status, events, passer_by = asyncio.run(scenario())
+        topic, payload = screen.messages.get(timeout=5)
+    finally:
+        screen.close()
+    assert topic == "store/s1/signage/coffee-aisle"
+    assert payload == {"offer": "pods-10", "visitor": MEMBER_SUBJECT}
+    assert screen.messages.empty()  # once: the passer-by is not loyal, the member is limited
+    (offer,) = [e for e in events if e["type"] == "lantern.offer.triggered"]
+    assert offer["subject"] == MEMBER_SUBJECT
+    assert offer["data"] == {"rule": "quick-offer", "offer": "pods-10"}
+    entered = [e for e in events if e["type"] == "lantern.zone.entered"]
+    assert {e["data"]["zone"] for e in entered} == {"coffee-aisle"}
+    assert len(entered) == 2  # the member and the passer-by
+    assert not any(e["type"] == "lantern.action.publish" for e in events)  # local only
+    # Why the passer-by got nothing: the condition, asked over the status page's API.
+    assert passer_by
+    assert {trace["outcome"] for trace in passer_by} == {"condition_false"}
+    assert len({trace["visitor"] for trace in passer_by}) == 1
+    (summary,) = status["summary"]
+    assert summary["rule"] == "quick-offer"
+    assert summary["fired"] == 1
+    assert summary["condition_false"] >= 1
+
+
+def test_hot_reload_takes_a_valid_set_and_refuses_an_invalid_one(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "quick-offer.yaml").write_text(OFFER_RULE)
+
+    async def scenario() -> None:
+        settings = make_settings(
+            tmp_path / "data", broker.url, zones=ZONES, rules={"dir": rules_dir}
+        )
+        async with running_gateway(settings) as gateway:
+            assert gateway.rules_status()["count"] == 1
+            (rules_dir / "second.yaml").write_text(
+                OFFER_RULE.replace("id: quick-offer", "id: second-offer")
+            )
+            await wait_until(lambda: gateway.rules_status()["count"] == 2)
+            (rules_dir / "broken.yaml").write_text(
+                OFFER_RULE.replace("id: quick-offer", "id: broken").replace(
+                    'visitor.segment == "loyalty"', "visitor.segment == "
+                )
+            )
+            await wait_until(lambda: bool(gateway.rules_status()["reload_error"]))
+            status = gateway.rules_status()
+            assert status["count"] == 2  # the previous set keeps running
+            (problem,) = status["reload_error"]
+            assert problem.startswith("broken.yaml: if: ")
+            (rules_dir / "broken.yaml").unlink()
+            await wait_until(lambda: gateway.rules_status()["reload_error"] == [])
+            assert gateway.rules_status()["count"] == 2
+
+    asyncio.run(scenario())
