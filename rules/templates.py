@@ -6,7 +6,10 @@ HTML autoescaping since the output is MQTT topics and JSON, not HTML. A null val
 as the empty string, not Python's "None", which means nothing to whoever reads the payload.
 
 A payload is any JSON value; every string inside it is a template (a string without ``{{``,
-``{%`` or ``{#`` is kept as it is, uncompiled), and the rendered strings stay strings.
+``{%`` or ``{#`` is kept as it is, uncompiled). A payload string that is exactly one
+expression (``"{{ event.data.dwell_s }}"``) keeps the expression's JSON type, so a number
+reaches the central record as a number; any other template renders to a string. Topics are
+always strings.
 Errors carry ``path``, where in the JSON value the template is (``.visitor``, ``[0].name``),
 so the caller can name the field in full.
 """
@@ -14,6 +17,7 @@ so the caller can name the field in full.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from datetime import date
 from typing import Any, TypeAlias
@@ -42,6 +46,48 @@ class TemplateError(ValueError):
         self.message = message
 
 
+class ValueTemplate:
+    """One expression whose value is kept as JSON: a number stays a number."""
+
+    __slots__ = ("_expression", "source")
+
+    def __init__(self, source: str, expression: str) -> None:
+        self.source = source
+        try:
+            self._expression = _ENV.compile_expression(expression, undefined_to_none=False)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError("", f"line {exc.lineno}: {exc.message}") from None
+
+    def __repr__(self) -> str:
+        return f"ValueTemplate({self.source!r})"
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        try:
+            value = self._expression(**context)
+            if isinstance(value, jinja2.Undefined):
+                str(value)  # a StrictUndefined raises here, naming what is missing
+            return _json_value(value)
+        except Exception as exc:  # undefined names, sandbox refusals, filters' own errors
+            raise TemplateError("", f"{exc} (in {self.source!r})") from None
+
+
+def _json_value(value: Any) -> Any:
+    """The expression's value as JSON: times as ISO 8601, anything else unknown as text."""
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value} is not a JSON number")
+        return value
+    if isinstance(value, date):  # a datetime is a date too
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(key): _json_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(item) for item in value]
+    return str(value)
+
+
 class TextTemplate:
     """One compiled string template."""
 
@@ -66,7 +112,12 @@ class TextTemplate:
 
 
 # A compiled JSON value: containers of compiled nodes, templates, and constants.
-_Node: TypeAlias = "TextTemplate | dict[str, _Node] | list[_Node] | str | int | float | bool | None"
+_Node: TypeAlias = (
+    "TextTemplate | ValueTemplate | dict[str, _Node] | list[_Node] | str | int | float | bool"
+    " | None"
+)
+# "{{ expression }}" and nothing else around it (the expression holds no second "{{").
+_LONE_EXPRESSION = re.compile(r"\s*\{\{(?P<expression>(?:(?!\{\{|\}\}).)*)\}\}\s*", re.DOTALL)
 
 
 class JsonTemplate:
@@ -92,6 +143,8 @@ def _compile(value: Any, path: str) -> _Node:
         if not is_template(value):
             return value
         try:
+            if lone := _LONE_EXPRESSION.fullmatch(value):
+                return ValueTemplate(value, lone["expression"])
             return TextTemplate(value)
         except TemplateError as exc:
             raise TemplateError(path, exc.message) from None
@@ -117,7 +170,7 @@ def _compile(value: Any, path: str) -> _Node:
 
 def _render(node: _Node, context: Mapping[str, Any]) -> Any:
     # The path is built only on the way out of an error: rendering is on the hot path.
-    if isinstance(node, TextTemplate):
+    if isinstance(node, TextTemplate | ValueTemplate):
         return node.render(context)
     if isinstance(node, dict):
         rendered: dict[str, Any] = {}

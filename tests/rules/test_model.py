@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -460,6 +461,11 @@ def test_templates_render_json_with_strings_templated_and_null_as_empty() -> Non
                                 "who": "{{ visitor.id }}",
                                 "list": ["{{ n * 2 }}", 3, True, None, "plain {text}"],
                                 "none": "[{{ nothing }}]",
+                                "null": "{{ nothing }}",
+                                "text": "{{ n }} pods",
+                                "when": " {{ at }} ",
+                                "round": "{{ dwell_s | round(1) }}",
+                                "ratio": "{{ ratio }}",
                             },
                         }
                     }
@@ -469,14 +475,34 @@ def test_templates_render_json_with_strings_templated_and_null_as_empty() -> Non
     )["minimal"]
     (action,) = rule.then
     assert action.emit is not None
-    context = {"visitor": {"id": "v1"}, "n": 21, "nothing": None}
+    at = datetime(2026, 11, 24, 8, 30, tzinfo=UTC)
+    context = {
+        "visitor": {"id": "v1"},
+        "n": 21,
+        "nothing": None,
+        "at": at,
+        "dwell_s": 45.06,
+        "ratio": 0.5,
+    }
+    # A lone expression keeps its JSON type; a template with text around it is text.
     assert action.emit.data.render(context) == {
         "who": "v1",
-        "list": ["42", 3, True, None, "plain {text}"],
+        "list": [42, 3, True, None, "plain {text}"],
         "none": "[]",
+        "null": None,
+        "text": "21 pods",
+        "when": "2026-11-24T08:30:00+00:00",
+        "round": 45.1,
+        "ratio": 0.5,
     }
     with pytest.raises(TemplateError) as caught:
-        action.emit.data.render({"visitor": {}, "n": 1, "nothing": None})
+        action.emit.data.render({**context, "ratio": math.nan})
+    assert (caught.value.path, caught.value.message) == (
+        ".ratio",
+        "nan is not a JSON number (in '{{ ratio }}')",
+    )
+    with pytest.raises(TemplateError) as caught:
+        action.emit.data.render({**context, "visitor": {}})
     assert (caught.value.path, caught.value.message) == (
         ".who",
         "'dict object' has no attribute 'id' (in '{{ visitor.id }}')",
