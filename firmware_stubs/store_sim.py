@@ -5,6 +5,8 @@
   a distance from a log-distance path-loss model, as ESPresense does.
 * Barcode scanners at the tills: GS1-128 reads of real GTINs with a batch/lot, an expiry date
   and a unique serial, plus now and then a plain EAN-13.
+* Optionally the smart devices: a coffee machine reporting its pod level, and Meraki
+  Scanning API posts of phones walking the Wi-Fi floor plan's aisles.
 * Every device has a retained last will on its status topic.
 
 Deterministic for a seed: :meth:`StoreSimulator.messages` yields ``(seconds, topic, payload)``
@@ -30,6 +32,13 @@ _RSSI_AT_1M_DBM = -59  # ESPresense's default calibrated power for phones and be
 _PATH_LOSS_EXPONENT = 2.7  # indoors with shelving: between free space (2) and walls (3-4)
 _SCANNER_RANGE_M = 12.0
 _ROOM_SPACING_M = 8.0  # rooms sit on a line 8 m apart: a shopper is near one, heard by two
+_SMART_DEVICE_INTERVAL_S = 10.0  # the coffee machine and the Meraki posts, both every 10 s
+_PODS_FULL = 40
+# The demo store's Wi-Fi floor plan (gateway/examples/store.yaml): 3 aisles, 20 x 4 m each.
+_FLOOR_LENGTH_M = 20.0
+_AISLE_WIDTH_M = 4.0
+_AISLES = 3
+_WIFI_PHONES = 6
 
 
 @dataclass
@@ -48,6 +57,12 @@ class StoreSimulator:
         self._tills = tills
         self._shoppers = [self._new_shopper(number, 0.0) for number in range(shoppers)]
         self._serial = 0
+        self._pods = _PODS_FULL
+        # Wi-Fi phones as [x, y] on the floor plan, each in the middle of an aisle.
+        self._phones = [
+            [self._random.uniform(0, _FLOOR_LENGTH_M), _AISLE_WIDTH_M * (n % _AISLES + 0.5)]
+            for n in range(_WIFI_PHONES)
+        ]
 
     def _new_shopper(self, number: int, now_s: float) -> Shopper:
         mac = "".join(f"{self._random.randrange(256):02x}" for _ in range(6))
@@ -74,17 +89,51 @@ class StoreSimulator:
         return [(topic, "online") for topic, _ in self.last_wills()]
 
     def messages(
-        self, sightings_per_s: float, scans_per_min: float = 12
+        self, sightings_per_s: float, scans_per_min: float = 12, smart_devices: bool = False
     ) -> Iterator[tuple[float, str, str]]:
-        """An endless stream of (simulated seconds, topic, payload), in time order."""
+        """An endless stream of (simulated seconds, topic, payload), in time order.
+
+        With ``smart_devices``, also the coffee machine's pod level and the Wi-Fi access
+        points' Meraki posts of a few phones walking the aisles (the demo store's).
+        """
         now_s = 0.0
         next_scan_s = self._random.expovariate(scans_per_min / 60)
+        next_report_s = _SMART_DEVICE_INTERVAL_S if smart_devices else math.inf
         while True:
             now_s += self._random.expovariate(sightings_per_s)
             while next_scan_s <= now_s:
                 yield next_scan_s, *self._scan()
                 next_scan_s += self._random.expovariate(scans_per_min / 60)
+            while next_report_s <= now_s:
+                yield next_report_s, *self._pods_report()
+                yield next_report_s, *self._wifi_post(next_report_s)
+                next_report_s += _SMART_DEVICE_INTERVAL_S
             yield now_s, *self._sighting(now_s)
+
+    def _pods_report(self) -> tuple[str, str]:
+        """The coffee machine uses a few pods between reports; staff refill it when empty."""
+        self._pods = (
+            _PODS_FULL if self._pods <= 0 else max(0, self._pods - self._random.randint(0, 3))
+        )
+        payload = json.dumps({"slot": "pods", "level": self._pods, "unit": "count"})
+        return f"lantern/{self.store_id}/reorder/coffee-machine-1", payload
+
+    def _wifi_post(self, now_s: float) -> tuple[str, str]:
+        """A Meraki Scanning API v3 post: phones drifting along the aisles of the floor plan."""
+        observations = []
+        for number, phone in enumerate(self._phones):
+            phone[0] = (phone[0] + self._random.uniform(-1, 3)) % _FLOOR_LENGTH_M
+            if self._random.random() < 0.1:  # now and then a shopper turns into the next aisle
+                phone[1] = (phone[1] + _AISLE_WIDTH_M) % (_AISLE_WIDTH_M * _AISLES)
+            observations.append(
+                {
+                    "clientMac": f"da:a1:19:00:00:{number:02x}",
+                    "latestRecord": {"nearestApMac": "aa:aa:aa:00:00:01", "nearestApRssi": "-55"},
+                    "locations": [{"x": f"{phone[0]:.2f}", "y": f"{phone[1]:.2f}"}],
+                }
+            )
+        post = {"version": "3.0", "type": "WiFi", "data": {"observations": observations}}
+        return f"lantern/{self.store_id}/wifi/meraki", json.dumps(post)
 
     def _sighting(self, now_s: float) -> tuple[str, str]:
         number = self._random.randrange(len(self._shoppers))
