@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as paho
+import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware_stubs.store_sim import StoreSimulator
@@ -26,7 +27,9 @@ from gateway.config import Settings
 from gateway.localbroker import AmqttBroker, Mosquitto
 from gateway.receiver import Receiver
 
-DEMO_STORE_ID = "demo-store"
+EXAMPLES = Path(__file__).parent / "examples"
+EXAMPLE_STORE = EXAMPLES / "store.yaml"  # zones, audiences and the coffee machine's slot
+EXAMPLE_RULES = EXAMPLES / "rules"
 _STATUS_INTERVAL_S = 1.0
 
 
@@ -51,12 +54,18 @@ async def run_demo(seconds: float | None, sightings_per_s: float) -> None:
         broker_url, broker_kind, protocol = amqtt.url, "amqtt (in-process)", "3.1.1"
     try:
         async with Receiver() as central:
+            store = yaml.safe_load(EXAMPLE_STORE.read_text(encoding="utf-8"))
+            rules_dir = workdir / "rules"  # a copy: edit it live without touching the examples
+            shutil.copytree(EXAMPLE_RULES, rules_dir)
             settings = Settings(
-                store_id=DEMO_STORE_ID,
-                data_dir=workdir / "data",
-                mqtt={"url": broker_url, "protocol": protocol},
-                http_sink={"url": central.url},
-                web={"port": 0},
+                **{
+                    **store,
+                    "data_dir": workdir / "data",
+                    "mqtt": {"url": broker_url, "protocol": protocol},
+                    "http_sink": {"url": central.url},
+                    "web": {"port": 0},
+                    "rules": {"dir": rules_dir},
+                }
             )
             gateway = Gateway(settings)
             port = broker_url.rsplit(":", 1)[1]
@@ -66,14 +75,18 @@ async def run_demo(seconds: float | None, sightings_per_s: float) -> None:
                 f"mosquitto_sub -p {port} -t '#' -v)\n"
                 f"  central record  {central.url}  (GET it for a count)\n"
                 f"  outbox          {settings.data_dir / OUTBOX_FILE_NAME}\n"
-                f"  devices         {sightings_per_s:g} ESPresense sightings/s, 3 tills scanning\n"
+                f"  rules           {rules_dir} (edit them: they reload live)\n"
+                f"  devices         {sightings_per_s:g} ESPresense sightings/s, 3 tills scanning,\n"
+                "                  a coffee machine, Meraki Wi-Fi posts\n"
+                f"  actions         mosquitto_sub -p {port} -t 'store/#' -v\n"
                 "Ctrl-C stops everything cleanly.\n",
                 flush=True,
             )
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(gateway.run(stop), name="gateway")
                 tasks.create_task(
-                    _simulate(broker_url, sightings_per_s, stop), name="device-simulators"
+                    _simulate(settings.store_id, broker_url, sightings_per_s, stop),
+                    name="device-simulators",
                 )
                 tasks.create_task(_status_line(gateway, central, stop), name="status-line")
             print(
@@ -88,9 +101,11 @@ async def run_demo(seconds: float | None, sightings_per_s: float) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def _simulate(broker_url: str, sightings_per_s: float, stop: asyncio.Event) -> None:
+async def _simulate(
+    store_id: str, broker_url: str, sightings_per_s: float, stop: asyncio.Event
+) -> None:
     """The store's devices: a paho client (its own network thread, as on a real device)."""
-    simulator = StoreSimulator(DEMO_STORE_ID, seed=int(time.time()))
+    simulator = StoreSimulator(store_id, seed=int(time.time()))
     host, port = broker_url.removeprefix("mqtt://").rsplit(":", 1)
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id="demo-devices")
     client.max_queued_messages_set(0)
@@ -100,7 +115,7 @@ async def _simulate(broker_url: str, sightings_per_s: float, stop: asyncio.Event
         for topic, payload in simulator.births():
             client.publish(topic, payload, qos=1, retain=True)
         started = time.monotonic()
-        for at_s, topic, payload in simulator.messages(sightings_per_s):
+        for at_s, topic, payload in simulator.messages(sightings_per_s, smart_devices=True):
             delay = started + at_s - time.monotonic()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
