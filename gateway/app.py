@@ -179,7 +179,10 @@ class Gateway:
     ) -> None:
         settings = self.settings
         async with asyncio.TaskGroup() as tasks:
-            ingest_task = tasks.create_task(ingest.run(), name="ingest")
+            ingest_tasks = [
+                tasks.create_task(ingest.run(), name="ingest"),
+                tasks.create_task(ingest.acknowledge(), name="ingest-ack"),
+            ]
             others = [
                 tasks.create_task(mqtt.run(), name="mqtt"),
                 tasks.create_task(self._retention(outbox, sinks), name="outbox-retention"),
@@ -204,7 +207,8 @@ class Gateway:
             await stop.wait()
             log.info("stopping: committing and acknowledging the current batch")
             ingest.stop()
-            await ingest_task
+            for task in ingest_tasks:
+                await task
             await mqtt.close()
             for task in others:
                 task.cancel()

@@ -1,8 +1,12 @@
 """Steps 5-6 of a message's flow: batch, commit, and only then acknowledge.
 
-Received messages collect in a buffer (filled by the MQTT callback, in the loop); a batch goes
-when it holds ``batch_max_messages`` or its first message is ``batch_max_ms`` old, whichever
-comes first. While the writer thread commits one batch, the loop goes on receiving the next.
+Received messages collect in a buffer (filled by the MQTT callback, in the loop); a batch of
+at most ``batch_max_messages`` goes when it is full or its first message is ``batch_max_ms``
+old, whichever comes first. Two tasks share the work: ``run`` processes a batch and hands it
+to the writer thread, then goes on to the next while that one commits; ``acknowledge`` waits
+for each batch to be durable, in order, and only then acknowledges its messages. At most
+``_BATCHES_AHEAD`` batches wait behind the one committing, which bounds memory and holds
+back the broker (unacknowledged messages count against its receive window).
 """
 
 from __future__ import annotations
@@ -10,6 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import deque
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gateway.config import OutboxSettings
@@ -23,6 +30,16 @@ _TICK_INTERVAL_S = 1.0  # presence timeouts and silent devices are judged to the
 # Fault injection for the crash tests only: hold acknowledgements this long after each commit,
 # so that a kill -9 lands between commit and ack, the window redelivery dedup exists for.
 FAILPOINT_ACK_DELAY_ENV = "LANTERN_FAILPOINT_ACK_DELAY_S"
+# One batch prepared while another commits keeps both the loop and the writer busy; more
+# would only hold more unacknowledged messages in memory.
+_BATCHES_AHEAD = 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Committing:
+    durable: Awaitable[None]
+    processed: Processed
+    upto: int  # messages received up to the end of this batch, for the waiters
 
 
 class Ingest:
@@ -37,7 +54,10 @@ class Ingest:
         self._has_messages = asyncio.Event()
         self._full = asyncio.Event()
         self._stopping = False
-        self._committed_waiters: list[asyncio.Future[None]] = []
+        # HTTP posts waiting for their commit: (the message's number, its future).
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._committing: asyncio.Queue[_Committing | None] = asyncio.Queue(_BATCHES_AHEAD)
+        self._flushed = 0
         self._ack_delay_s = float(os.environ.get(FAILPOINT_ACK_DELAY_ENV, "0"))
         self.received = 0
 
@@ -58,8 +78,8 @@ class Ingest:
         """Receive a message from a source with no broker to redeliver it (an HTTP post):
         returns once it is committed, so the sender is answered only then."""
         committed = asyncio.get_running_loop().create_future()
-        self._committed_waiters.append(committed)
         self.receive(inbound)
+        self._waiters.append((self.received, committed))
         await committed
 
     @property
@@ -67,19 +87,19 @@ class Ingest:
         return len(self._buffer)
 
     def stop(self) -> None:
-        """Finish the batch in hand, commit and acknowledge it, then let run() return."""
+        """Finish the batch in hand, commit and acknowledge it, then let both tasks return."""
         self._stopping = True
         self._has_messages.set()
         self._full.set()
 
     async def run(self) -> None:
-        """Commit batch after batch until stopped; tick the time-driven stages every second."""
+        """Process batch after batch until stopped; tick the time-driven stages every second."""
         loop = asyncio.get_running_loop()
         next_tick = loop.time() + _TICK_INTERVAL_S
         while not self._stopping:
             if loop.time() >= next_tick:
                 next_tick = loop.time() + _TICK_INTERVAL_S
-                await self._commit_and_ack(self._pipeline.tick(datetime.now(UTC)))
+                await self._hand_over(self._pipeline.tick(datetime.now(UTC)))
             try:
                 async with asyncio.timeout(max(0.0, next_tick - loop.time())):
                     await self._has_messages.wait()
@@ -92,26 +112,39 @@ class Ingest:
                         await self._full.wait()
                 except TimeoutError:
                     pass
-            await self.flush()
-        await self.flush()
+            await self._flush_one()
+        while self._buffer:
+            await self._flush_one()
+        await self._committing.put(None)
 
-    async def flush(self) -> None:
-        """Process, commit and acknowledge everything received so far."""
-        messages, self._buffer = self._buffer, []
-        waiters, self._committed_waiters = self._committed_waiters, []
-        self._has_messages.clear()
-        self._full.clear()
-        if not messages:
-            return
-        await self._commit_and_ack(self._pipeline.process(messages))
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+    async def acknowledge(self) -> None:
+        """Acknowledge each batch once it is durable, in the order the batches were made."""
+        while (batch := await self._committing.get()) is not None:
+            await batch.durable
+            if self._ack_delay_s and batch.processed.to_ack:
+                await asyncio.sleep(self._ack_delay_s)
+            if self._mqtt is not None:
+                for inbound in batch.processed.to_ack:
+                    self._mqtt.ack(inbound)
+            while self._waiters and self._waiters[0][0] <= batch.upto:
+                _, waiter = self._waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
 
-    async def _commit_and_ack(self, processed: Processed) -> None:
-        await self._outbox.commit(processed.batch)
-        if self._ack_delay_s and processed.to_ack:
-            await asyncio.sleep(self._ack_delay_s)
-        if self._mqtt is not None:
-            for inbound in processed.to_ack:
-                self._mqtt.ack(inbound)
+    async def _flush_one(self) -> None:
+        """Process the oldest batch's worth of received messages and hand it to the writer."""
+        messages = self._buffer[: self._max_messages]
+        del self._buffer[: self._max_messages]
+        if self._buffer:
+            self._first_arrival = asyncio.get_running_loop().time()
+        else:
+            self._has_messages.clear()
+        if len(self._buffer) < self._max_messages:
+            self._full.clear()
+        if messages:
+            self._flushed += len(messages)
+            await self._hand_over(self._pipeline.process(messages))
+
+    async def _hand_over(self, processed: Processed) -> None:
+        durable = self._outbox.begin_commit(processed.batch)
+        await self._committing.put(_Committing(durable, processed, self._flushed))

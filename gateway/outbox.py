@@ -18,7 +18,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,9 +179,24 @@ class Outbox:
 
     async def commit(self, batch: Batch) -> None:
         """Write the batch in one transaction; returns once it is durable."""
-        if not (batch.events or batch.dead_letters or batch.digests or batch.state):
+        await self.begin_commit(batch)
+
+    def begin_commit(self, batch: Batch) -> Awaitable[None]:
+        """Queue the batch for the writer thread now; await the result for its durability.
+
+        The loop can prepare the next batch meanwhile. Batches commit in the order begun; the
+        result must be awaited (in that order) for the counters to follow.
+        """
+        job: Future[int] | None = None
+        if batch.events or batch.dead_letters or batch.digests or batch.state:
+            job = Future()
+            self._jobs.put((_commit, (batch,), job))
+        return self._durable(job, batch)
+
+    async def _durable(self, job: Future[int] | None, batch: Batch) -> None:
+        if job is None:  # nothing to write
             return
-        self.last_seq = await self._call(_commit, batch)
+        self.last_seq = await asyncio.wrap_future(job)
         self.events_committed += len(batch.events)
         self.dead_letters_committed += len(batch.dead_letters)
         self._committed.set()

@@ -23,6 +23,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -115,23 +116,28 @@ def noop_subscriber_rate(port: int, stream: list[tuple[str, str]]) -> float:
 
 
 class CommitClock:
-    """Wraps Outbox.commit to note when each batch became durable (events in order)."""
+    """Wraps Outbox.begin_commit to note when each batch became durable (events in order)."""
 
     def __init__(self) -> None:
         self.marks: list[tuple[int, float]] = []  # (events committed so far, time)
         self.first_message_at: float | None = None
         self._committed = 0
-        original = Outbox.commit
+        original = Outbox.begin_commit
         clock = self
 
-        async def commit(outbox: Outbox, batch: Batch) -> None:
+        def begin_commit(outbox: Outbox, batch: Batch) -> Awaitable[None]:
             if clock.first_message_at is None and batch.events:
                 clock.first_message_at = time.perf_counter()
-            await original(outbox, batch)
-            clock._committed += len(batch.events)
-            clock.marks.append((clock._committed, time.perf_counter()))
+            durable = original(outbox, batch)
 
-        Outbox.commit = commit  # type: ignore[method-assign]
+            async def timed() -> None:
+                await durable
+                clock._committed += len(batch.events)
+                clock.marks.append((clock._committed, time.perf_counter()))
+
+            return timed()
+
+        Outbox.begin_commit = begin_commit  # type: ignore[method-assign, assignment]
 
     def reset(self) -> None:
         self.marks.clear()

@@ -186,3 +186,34 @@ def test_receiver_decompresses_gzip_batches() -> None:
 def _serial_scan(number: int) -> str:
     """A GS1-128 read of GTIN 09501101531000 with a unique serial (AI 21)."""
     return f"]C1010950110153100021SN{number:06d}"
+
+
+def test_a_backlog_is_committed_in_bounded_batches_in_order(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """A persistent session's backlog arrives all at once: it still commits in batches of at
+    most batch_max_messages, each acknowledged after its own commit, in order."""
+    settings = make_settings(tmp_path, broker.url, outbox={"batch_max_messages": 250})
+    scans = [("lantern/s1/scanner/till-1", f"]C1010590123412345721{n:05d}") for n in range(2000)]
+
+    async def scenario() -> list[tuple[float, int, str]]:
+        async with running_gateway(settings):
+            pass  # the session now exists: the broker keeps what follows for us
+        with Publisher(broker.port) as device:
+            device.publish_all(scans)
+        async with running_gateway(settings) as gateway:
+            await wait_until(lambda: gateway.outbox.events_committed == len(scans))
+            rows = await gateway.outbox.query("SELECT created_at, seq, body FROM events")
+        return [
+            (created_at, seq, json.loads(body)["data"]["ai"]["21"])
+            for created_at, seq, body in rows
+        ]
+
+    rows = asyncio.run(scenario())
+    batch_sizes: dict[float, int] = {}
+    for created_at, _, _ in rows:
+        batch_sizes[created_at] = batch_sizes.get(created_at, 0) + 1
+    assert max(batch_sizes.values()) <= 250
+    assert len(batch_sizes) >= len(scans) // 250
+    in_commit_order = [serial for _, _, serial in sorted(rows, key=lambda row: row[1])]
+    assert in_commit_order == [f"{n:05d}" for n in range(2000)]
