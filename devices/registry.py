@@ -24,7 +24,7 @@ from devices.reorder import SlotConfig
 
 
 class DeviceSpec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     id: str = Field(min_length=1)
     expected_interval_s: float | None = Field(default=DEFAULT_EXPECTED_INTERVAL_S, gt=0)

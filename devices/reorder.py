@@ -325,7 +325,7 @@ def _objects(document: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
 class SlotConfig(BaseModel):
     """When one device's slot needs a reorder, and of what."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     device_id: str
     slot: str

@@ -79,7 +79,7 @@ class ZoneDwelled(ZoneEvent):
 
 
 class PresenceSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     # Weight of a new distance in the per-scanner moving average: BLE rssi jumps several dB
     # between adverts, and 0.3 damps a one-off jump to a third while following a walk within

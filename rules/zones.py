@@ -22,7 +22,7 @@ Point = tuple[float, float]
 class ZoneSpec(BaseModel):
     """One zone: its scanners, its floor polygon, or both."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     id: str = Field(min_length=1)
     name: str | None = None
@@ -145,7 +145,7 @@ class ZoneMap:
 class AudienceSpec(BaseModel):
     """A segment of visitors, by glob patterns on their identity (``fnmatch`` syntax)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     segment: str = Field(min_length=1)
     identities: tuple[str, ...] = Field(min_length=1)

@@ -953,6 +953,8 @@ def test_slot_config_refuses_a_capacity_a_refill_would_not_clear() -> None:
     [
         {"threshold": -1, "rearm_level": 0},
         {"capacity": 0},
+        {"rearm_level": float("nan")},  # every comparison with NaN is false: it never clears
+        {"threshold": float("inf")},
         {"debounce_reports": 0},
         {"gtin": "4006381333932"},  # wrong check digit
         {"gtin": "pods"},

@@ -103,3 +103,30 @@ def test_the_device_registry_gives_slots_their_device_and_names_bad_keys(tmp_pat
         f"{config}: devices.0.slots.0: rearm_level must not be below threshold (it would flap)",
         f"{config}: devices.1.slots.0.gtin: not a GTIN (8, 12, 13 or 14 digits): '123'",
     ]
+
+
+def test_zones_presence_and_rules_are_validated_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "store.yaml"
+    config.write_text(
+        "zones:\n"
+        "  - {id: bakery, scanners: [bakery]}\n"
+        "  - {id: aisle-1, polygon: [[0, 0], [20, .nan], [20, 4]]}\n"
+        "presence: {away_timeout_s: .inf, switch_margin_m: -1}\n"
+        "rules: {trace_capacity: 10}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, environ={})
+    keys = sorted(line.split(": ")[1] for line in caught.value.problems)
+    assert keys == [
+        "presence.away_timeout_s",
+        "presence.switch_margin_m",
+        "rules.trace_capacity",
+        "zones.1.polygon.1.1",
+    ]
+
+    config.write_text(
+        "zones:\n  - {id: bakery, scanners: [bakery]}\n  - {id: bakery, scanners: [oven]}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, environ={})
+    assert caught.value.problems == [f"{config}: zones: id listed twice: bakery"]
