@@ -133,6 +133,8 @@ async def _simulate(
 
 async def _status_line(gateway: Gateway, central: Receiver, stop: asyncio.Event) -> None:
     await gateway.ready.wait()
+    if gateway.web is not None:
+        print(f"  status page     {gateway.web.url}/  (rules, occupancy, devices)", flush=True)
     interactive = sys.stdout.isatty()
     while not stop.is_set():
         snapshot = await gateway.snapshot()

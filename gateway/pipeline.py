@@ -65,6 +65,9 @@ class Processed:
     batch: Batch
     to_ack: list[Inbound]
     observations: list[tuple[Observation, datetime]] = field(default_factory=list)
+    # Ids a stage needed before the rows exist (a rule's trace names its event), by id() of
+    # the observation: each lives as long as the batch, so id() is not reused meanwhile.
+    event_ids: dict[int, str] = field(default_factory=dict)
     duplicates: int = 0
     ignored: int = 0
 
@@ -133,10 +136,26 @@ class Pipeline:
 
     def _make_events(self, processed: Processed) -> None:
         """Observations become events first, then what stages derived from them, in order."""
-        observed = [self.event(obs, received_at) for obs, received_at in processed.observations]
+        ids = processed.event_ids
+        observed = [
+            self.event(obs, received_at, ids.get(id(obs)))
+            for obs, received_at in processed.observations
+        ]
         processed.batch.events[:0] = observed
 
-    def event(self, observation: Observation, received_at: datetime) -> EventRow:
+    def event_id(
+        self, processed: Processed, observation: Observation, received_at: datetime
+    ) -> str:
+        """The id the observation's event will have, minted now (in the order of causes)."""
+        minted = processed.event_ids.get(id(observation))
+        if minted is None:
+            minted = self._ids.next_id(observation.observed_at or received_at)
+            processed.event_ids[id(observation)] = minted
+        return minted
+
+    def event(
+        self, observation: Observation, received_at: datetime, event_id: str | None = None
+    ) -> EventRow:
         """The outbox row of one (already pseudonymised) observation."""
         return self.event_row(
             observation.cloud_event_type(),
@@ -144,6 +163,7 @@ class Pipeline:
             observation.subject(),
             observation.event_data(),
             observation.device_id,
+            event_id,
         )
 
     def event_row(
@@ -153,9 +173,10 @@ class Pipeline:
         subject: str | None,
         data: dict[str, object],
         device_id: str | None,
+        event_id: str | None = None,
     ) -> EventRow:
         event = CloudEvent(
-            id=self._ids.next_id(time),
+            id=event_id or self._ids.next_id(time),
             source=store_source(self._store_id, device_id),
             type=event_type,
             time=time,

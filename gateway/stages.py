@@ -120,12 +120,13 @@ class LocationStage:
         for observation, at in observations:
             if observation.cloud_event_type() not in indexed:
                 continue  # most are sightings, which few rules (if any) trigger on
-            for action in self.engine.evaluate(self._trigger(observation, at)):
+            trigger = self._trigger(observation, at, pipeline.event_id(processed, observation, at))
+            for action in self.engine.evaluate(trigger):
                 processed.batch.events.append(_action_row(action, pipeline))
                 if self._on_action is not None:
                     self._on_action(action)
 
-    def _trigger(self, observation: Observation, at: datetime) -> Trigger:
+    def _trigger(self, observation: Observation, at: datetime, event_id: str) -> Trigger:
         data = observation.event_data()
         visitor_id = observation.visitor if isinstance(observation, ZoneEvent) else None
         if isinstance(observation, Sighting):
@@ -134,7 +135,7 @@ class LocationStage:
         return Trigger(
             type=observation.cloud_event_type(),
             time=at,
-            id=None,
+            id=event_id,
             subject=observation.subject(),
             device=observation.device_id,
             data=data,

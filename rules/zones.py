@@ -45,8 +45,6 @@ class ZoneSpec(BaseModel):
             return None
         if len(polygon) < 3:
             raise ValueError(f"a polygon needs at least 3 points, got {len(polygon)}")
-        if not all(math.isfinite(x) and math.isfinite(y) for x, y in polygon):
-            raise ValueError("polygon coordinates must be finite numbers")
         return polygon
 
     @model_validator(mode="after")

@@ -135,6 +135,9 @@ def test_the_same_recording_always_gives_the_same_output() -> None:
     traces = of_kind(first, "trace")
     assert {trace["outcome"] for trace in traces} >= {"fired", "limited", "condition_false"}
     assert all(trace["rule"] == "coffee-pods-offer" for trace in traces)
+    # Each trace names the event it judged, as the central record will know it.
+    dwelled = {e["id"] for e in of_kind(first, "event") if e["type"] == "lantern.zone.dwelled"}
+    assert {trace["event_id"] for trace in traces} <= dwelled
 
 
 def test_rules_check_accepts_the_examples_and_names_each_problem(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ def zone(zone_id: str, **fields: Any) -> ZoneSpec:
         ({"id": "a", "scanners": []}, "needs scanners or a polygon"),
         ({"id": "", "scanners": ["s"]}, "at least 1 character"),
         ({"id": "a", "polygon": [[0, 0], [1, 1]]}, "at least 3 points, got 2"),
-        ({"id": "a", "polygon": [[0, 0], [1, math.inf], [1, 0]]}, "must be finite"),
+        ({"id": "a", "polygon": [[0, 0], [1, math.inf], [1, 0]]}, "should be a finite number"),
         ({"id": "a", "scanners": ["s", "s"]}, "listed twice"),
         ({"id": "a", "scanners": [""]}, "cannot be empty"),
         ({"id": "a", "scanners": ["s"], "colour": "red"}, "Extra inputs are not permitted"),
