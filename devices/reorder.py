@@ -117,6 +117,10 @@ class ReorderCleared(ReorderEvent):
 # --- decoding ------------------------------------------------------------------------------
 
 
+# A Matter controller may report any one resource-monitoring attribute on its own.
+_MATTER_ATTRIBUTES = ("condition", "changeIndication", "replacementProductList")
+
+
 def parse(message: Message) -> list[Observation] | None:
     """The reports in one reorder message, or a decode error saying what is wrong."""
     document = json_object(message, "reorder report")
@@ -128,7 +132,7 @@ def parse(message: Message) -> list[Observation] | None:
         if report is None:
             raise DecodeError(f"not an inventory report: {_alexa_key(document)}")
         return [report]
-    if "condition" in document or "changeIndication" in document:
+    if any(key in document for key in _MATTER_ATTRIBUTES):
         return [_matter(document, device_id)]
     if "level" in document or "usage" in document:
         return [_plain(document, device_id)]
@@ -402,7 +406,9 @@ class ReorderTracker:
             state = state.model_copy(update={"gtin": report.replacement_gtins[0]})
         level = self._level(report, config, state)
         if level is None and report.indication is None:
-            return []  # usage without a capacity: telemetry only
+            if report.replacement_gtins:  # telemetry only, but keep the product it names
+                self._states[key] = state
+            return []
         return self._step(config, state, level, report, now)
 
     def refill(self, device_id: str, slot: str, now: datetime) -> list[ReorderEvent]:

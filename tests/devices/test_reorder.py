@@ -776,6 +776,18 @@ def test_matter_indication_without_condition_is_debounced_like_a_level() -> None
     assert isinstance(cleared, ReorderCleared)
 
 
+def test_matter_product_list_alone_names_the_product_of_a_later_request() -> None:
+    tracker = ReorderTracker([FILTER])
+    products = [{"productIdentifierType": "GTIN14", "productIdentifierValue": COFFEE_PODS_GTIN}]
+    assert tracker.update(matter({"replacementProductList": products}), T0) == []
+
+    (requested,) = [
+        event for _ in range(3) for event in tracker.update(matter({"condition": 5}), T0)
+    ]
+    assert isinstance(requested, ReorderRequested)
+    assert requested.gtin == COFFEE_PODS_GTIN
+
+
 def test_matter_indication_keeps_the_last_known_level() -> None:
     tracker = ReorderTracker([FILTER])
     tracker.update(matter({"condition": 30}), T0)
