@@ -93,9 +93,10 @@ class LocationStage:
 
     def process(self, processed: Processed, pipeline: Pipeline, now: datetime) -> None:
         located: list[tuple[Observation, datetime]] = []
+        has_zones = bool(self.zones.ids)  # without zones, nobody is anywhere: track no one
         for observation, received_at in processed.observations:
             located.append((observation, received_at))
-            if isinstance(observation, Sighting):
+            if has_zones and isinstance(observation, Sighting):
                 located.extend(
                     (event, received_at)
                     for event in self.presence.observe(observation, received_at)
