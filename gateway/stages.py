@@ -105,11 +105,10 @@ class LocationStage:
         self._evaluate(located, processed, pipeline)
 
     def tick(self, processed: Processed, pipeline: Pipeline, now: datetime) -> None:
-        events: list[tuple[Observation, datetime]] = [
-            (event, now) for event in self.presence.tick(now)
-        ]
-        processed.observations.extend(events)
-        self._evaluate(events, processed, pipeline)
+        """Presence's timeouts, then rules over everything the tick made: the stages before
+        this one add theirs too (a device gone silent)."""
+        processed.observations.extend((event, now) for event in self.presence.tick(now))
+        self._evaluate(processed.observations, processed, pipeline)
 
     def _evaluate(
         self,

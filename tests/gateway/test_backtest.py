@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,10 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from firmware_stubs.scenarios import SCENARIOS, recording
+from gateway.backtest import backtest
 from gateway.cli import app
+from gateway.config import Settings
+from rules.model import parse_rules
 
 EXAMPLES = Path(__file__).parents[2] / "gateway" / "examples"
 STORE = EXAMPLES / "store.yaml"
@@ -169,3 +173,36 @@ def test_a_malformed_recording_line_is_named(tmp_path: Path) -> None:
     result = invoke_rules_test(broken)
     assert result.exit_code == 2
     assert "line 2: no 't'" in result.stderr
+
+
+def test_a_device_gone_silent_triggers_its_rule() -> None:
+    settings = Settings(store_id="s1", devices=[{"id": "printer-1", "expected_interval_s": 60}])
+    rules = parse_rules(
+        {
+            "offline.yaml": "id: offline-notice\nwhen: {event: device.offline}\nthen:\n"
+            "  - emit: {type: lantern.staff.notified, data: {device: '{{ event.device }}'}}\n"
+        }
+    )
+    start = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+    recording = [
+        json.dumps(
+            {
+                "t": start.isoformat(),
+                "topic": "lantern/s1/device/printer-1/status",
+                "payload": "online",
+            }
+        ),
+        json.dumps(
+            {
+                "t": (start + timedelta(minutes=5)).isoformat(),
+                "topic": "lantern/s1/scanner/till-1",
+                "payload": "]E00123601057072",
+            }
+        ),
+    ]
+    lines = list(backtest(settings, rules, recording))
+    (offline,) = [e for e in of_kind(lines, "event") if e["type"] == "lantern.device.offline"]
+    (notice,) = [e for e in of_kind(lines, "event") if e["type"] == "lantern.staff.notified"]
+    assert notice["data"] == {"rule": "offline-notice", "device": "printer-1"}
+    assert notice["id"] > offline["id"]  # the cause's id first
+    assert summary(lines, "offline-notice")["fired"] == 1
