@@ -117,7 +117,7 @@ class Gateway:
             dedup = DedupWindow(
                 settings.outbox.dedup_window_messages, await outbox.recent_digests()
             )
-            self.location = location = location_stage(settings, self._initial_rules())
+            self.location = location = await self._location_stage(outbox)
             pipeline = Pipeline(
                 settings.store_id,
                 router,
@@ -156,6 +156,17 @@ class Gateway:
         rules = read_rules(directory)  # RulesInvalid: the CLI prints each problem
         log.info("rules loaded from %s: %d rules", directory, len(rules))
         return rules
+
+    async def _location_stage(self, outbox: Outbox) -> LocationStage:
+        """Zones, presence and rules, with the rules' limits as the last firing left them."""
+        location = location_stage(self.settings, self._initial_rules())
+        saved = await outbox.load_state(LocationStage.STATE_KEY)
+        if saved is not None:
+            try:
+                location.engine.restore_limits(json.loads(saved))
+            except ValueError as exc:  # includes JSON errors
+                log.error("rule limits in the outbox are unreadable, counting afresh: %s", exc)
+        return location
 
     async def _reorder_stage(self, outbox: Outbox) -> ReorderStage:
         """The reorder debounce, resumed from the state committed with the last report."""

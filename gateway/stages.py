@@ -75,6 +75,8 @@ class LocationStage:
     which the backtest replays from the recording.
     """
 
+    STATE_KEY = "rule-limits"
+
     def __init__(
         self,
         presence: PresenceEngine,
@@ -117,14 +119,18 @@ class LocationStage:
         pipeline: Pipeline,
     ) -> None:
         indexed = self.engine.rules.event_types()
+        fired = False
         for observation, at in observations:
             if observation.cloud_event_type() not in indexed:
                 continue  # most are sightings, which few rules (if any) trigger on
             trigger = self._trigger(observation, at, pipeline.event_id(processed, observation, at))
             for action in self.engine.evaluate(trigger):
+                fired = True
                 processed.batch.events.append(_action_row(action, pipeline))
                 if self._on_action is not None:
                     self._on_action(action)
+        if fired:  # the limits' counts commit with the firings they counted
+            processed.batch.state[self.STATE_KEY] = json.dumps(self.engine.limits_state())
 
     def _trigger(self, observation: Observation, at: datetime, event_id: str) -> Trigger:
         data = observation.event_data()

@@ -256,6 +256,23 @@ class RuleEngine:
         }
         self._rules = rules
 
+    def limits_state(self) -> dict[str, Any]:
+        """What the rules' limits have counted, as JSON: committed with the firings, so a
+        restart does not hand a visitor a second once-a-day offer."""
+        return {rule: limiter.state() for rule, limiter in self._limiters.items()}
+
+    def restore_limits(self, state: Mapping[str, Any]) -> None:
+        """Take back a ``limits_state()`` for the rules still loaded; ValueError if it is
+        not one."""
+        if not isinstance(state, Mapping):
+            raise ValueError("not the rules' limits")
+        for rule, scopes in state.items():
+            limiter = self._limiters.get(rule)
+            if limiter is not None:
+                if not isinstance(scopes, Mapping):
+                    raise ValueError(f"not a rule's limits: {rule!r}")
+                limiter.restore(scopes)
+
     def evaluate(self, trigger: Trigger) -> list[Action]:
         """The actions of the rules ``trigger`` fires, rule by rule in id order."""
         zone = trigger.zone_id()

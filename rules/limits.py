@@ -12,8 +12,9 @@ forgotten (which can only let an offer through again, never block one).
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 # A big store has about 2,000 devices in range at once (DESIGN.md); ten times that covers a
@@ -66,6 +67,22 @@ class SlidingWindow:
             self._fired.move_to_end(key)
         times.append(at_s)
         self._prune(at_s)
+
+    def state(self) -> dict[str, list[float]]:
+        """The firing times per key, oldest key first, as JSON (to survive a restart)."""
+        return {key: list(times) for key, times in self._fired.items()}
+
+    def restore(self, fired: Mapping[str, Sequence[float]]) -> None:
+        """Take back a ``state()``; ValueError if it is not one."""
+        for key, times in fired.items():
+            if (
+                not isinstance(key, str)
+                or not isinstance(times, Sequence)
+                or not all(isinstance(at_s, int | float) and math.isfinite(at_s) for at_s in times)
+            ):
+                raise ValueError(f"not firing times: {key!r}: {times!r}")
+            self._fired[key] = deque(times, maxlen=self.rate.count)
+            self._fired.move_to_end(key)
 
     def with_rate(self, rate: Rate) -> SlidingWindow:
         """This window under a new rate (a reloaded rule), keeping what has fired."""
@@ -124,6 +141,20 @@ class RuleLimiter:
         """Count a firing in every window that applies to it."""
         for _, window, key in self._keyed(visitor, zone):
             window.consume(key, at_s)
+
+    def state(self) -> dict[str, dict[str, list[float]]]:
+        """Each scope's firings, as JSON (to survive a restart)."""
+        return {scope: window.state() for scope, window in self._windows.items()}
+
+    def restore(self, state: Mapping[str, Mapping[str, Sequence[float]]]) -> None:
+        """Take back a ``state()`` under the current rates; a scope no longer limited is
+        dropped. ValueError if it is not one."""
+        for scope, fired in state.items():
+            if not isinstance(fired, Mapping):
+                raise ValueError(f"not a window's firings: {scope!r}")
+            window = self._windows.get(scope)
+            if window is not None:
+                window.restore(fired)
 
     def tracked_keys(self) -> int:
         """Keys held across this rule's windows (memory, for tests and status)."""

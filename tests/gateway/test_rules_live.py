@@ -161,3 +161,38 @@ def test_hot_reload_takes_a_valid_set_and_refuses_an_invalid_one(
             assert gateway.rules_status()["count"] == 2
 
     asyncio.run(scenario())
+
+
+def test_a_once_a_day_offer_stays_given_across_a_restart(broker: Mosquitto, tmp_path: Path) -> None:
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "quick-offer.yaml").write_text(OFFER_RULE)
+    settings = make_settings(
+        tmp_path / "data",
+        broker.url,
+        zones=ZONES,
+        audiences=AUDIENCES,
+        rules={"dir": rules_dir},
+        mqtt={"client_id": "lantern-limits"},
+    )
+
+    async def linger_once() -> dict[str, int]:
+        """A gateway run in which the member lingers in the coffee aisle past the dwell."""
+        async with running_gateway(settings) as gateway:
+            with Publisher(broker.port) as device:
+                for _ in range(3):
+                    device.publish_all(sightings(MEMBER, "coffee-aisle", 1))
+                    await asyncio.sleep(0.75)
+
+            def judged() -> bool:
+                summary = gateway.rules_status()["summary"]
+                return bool(summary) and summary[0]["fired"] + summary[0]["limited"] >= 1
+
+            await wait_until(judged)
+            (outcomes,) = gateway.rules_status()["summary"]
+            return outcomes
+
+    first = asyncio.run(linger_once())
+    assert (first["fired"], first["limited"]) == (1, 0)
+    second = asyncio.run(linger_once())  # a new process would read the same outbox
+    assert (second["fired"], second["limited"]) == (0, 1)

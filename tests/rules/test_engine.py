@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -488,3 +489,22 @@ def test_a_trigger_needs_an_aware_time_and_a_store_a_real_time_zone() -> None:
         Trigger(type=DWELLED, time=datetime(2026, 11, 24, 9))
     with pytest.raises(ValueError, match="unknown time zone 'Mars/Olympus'"):
         StoreContext(id="s1", name="s1", timezone="Mars/Olympus")
+
+
+def test_limits_carry_over_to_a_new_engine_through_their_state() -> None:
+    limited = rule(limits={"per_visitor": "1/day"})
+    first = engine(limited)
+    assert len(first.evaluate(dwelled())) == 2
+
+    second = engine(limited, rule(id="other"))
+    second.restore_limits(json.loads(json.dumps(first.limits_state())))
+    fired = second.evaluate(dwelled(at=T0 + timedelta(hours=1)))
+    assert {action.rule for action in fired} == {"other"}  # a rule new to the state
+    assert second.traces(rule="offer")[0].detail == "per_visitor 1/day"
+    assert {action.rule for action in second.evaluate(dwelled(visitor="v2"))} == {"offer", "other"}
+
+
+@pytest.mark.parametrize("state", [[], {"offer": []}, {"offer": {"per_visitor": {"v1": "x"}}}])
+def test_malformed_limits_state_is_a_value_error(state: Any) -> None:
+    with pytest.raises(ValueError):
+        engine(rule(limits={"per_visitor": "1/day"})).restore_limits(state)

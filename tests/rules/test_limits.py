@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from rules.limits import Rate, RuleLimiter, SlidingWindow
@@ -134,3 +136,41 @@ def test_a_reloaded_limiter_keeps_the_scopes_still_limited() -> None:
 def test_unknown_scopes_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown limit scopes"):
         limiter(per_store=ONE_A_DAY)
+
+
+def test_a_limiters_state_survives_a_round_trip_through_json() -> None:
+    rates = {"per_visitor": ONE_A_DAY, "global": TWO_AN_HOUR}
+    before = RuleLimiter(rates)
+    before.consume("v1", None, 100.0)
+    before.consume("v2", None, 200.0)
+
+    after = RuleLimiter(rates)
+    after.restore(json.loads(json.dumps(before.state())))
+
+    assert after.state() == before.state()
+    assert after.check("v1", None, 300.0) == "per_visitor 1/day"
+    assert after.check("v3", None, 300.0) == "global 2/hour"
+    assert after.check("v3", None, 3_800.0) is None  # the global window slid on
+
+
+def test_a_restored_scope_the_rule_no_longer_has_is_dropped() -> None:
+    before = RuleLimiter({"per_visitor": ONE_A_DAY, "cooldown": Rate(1, 600.0, "10m")})
+    before.consume("v1", None, 0.0)
+    after = RuleLimiter({"per_visitor": ONE_A_DAY})
+    after.restore(before.state())
+    assert set(after.state()) == {"per_visitor"}
+    assert after.check("v1", None, 10.0) == "per_visitor 1/day"
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        {"per_visitor": [1.0]},
+        {"per_visitor": {"v1": 1.0}},
+        {"per_visitor": {"v1": ["soon"]}},
+        {"per_visitor": {"v1": [float("nan")]}},
+    ],
+)
+def test_a_malformed_state_is_a_value_error(state: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match=r"not a window.s firings|not firing times"):
+        RuleLimiter({"per_visitor": ONE_A_DAY}).restore(state)  # type: ignore[arg-type]
