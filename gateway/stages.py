@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -17,6 +18,8 @@ from rules.engine import Action, RuleEngine, StoreContext, Trigger
 from rules.model import RuleSet
 from rules.presence import PresenceEngine, ZoneEvent
 from rules.zones import Audiences, ZoneMap
+
+log = logging.getLogger(__name__)
 
 
 class HealthStage:
@@ -124,7 +127,12 @@ class LocationStage:
             if observation.cloud_event_type() not in indexed:
                 continue  # most are sightings, which few rules (if any) trigger on
             trigger = self._trigger(observation, at, pipeline.event_id(processed, observation, at))
-            for action in self.engine.evaluate(trigger):
+            try:
+                actions = self.engine.evaluate(trigger)
+            except Exception:  # the rules boundary: a bug there must not stop ingest
+                log.exception("rules failed on %s event %s", trigger.type, trigger.id)
+                continue
+            for action in actions:
                 fired = True
                 processed.batch.events.append(_action_row(action, pipeline))
                 if self._on_action is not None:

@@ -14,6 +14,7 @@ from firmware_stubs.scenarios import SCENARIOS, recording
 from gateway.backtest import backtest
 from gateway.cli import app
 from gateway.config import Settings
+from rules.engine import RuleEngine, Trigger
 from rules.model import parse_rules
 
 EXAMPLES = Path(__file__).parents[2] / "gateway" / "examples"
@@ -206,3 +207,17 @@ def test_a_device_gone_silent_triggers_its_rule() -> None:
     assert notice["data"] == {"rule": "offline-notice", "device": "printer-1"}
     assert notice["id"] > offline["id"]  # the cause's id first
     assert summary(lines, "offline-notice")["fired"] == 1
+
+
+def test_a_bug_in_the_rules_is_logged_and_the_batch_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(self: RuleEngine, trigger: Trigger) -> list[object]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(RuleEngine, "evaluate", broken)
+    lines = rules_test("reorder.jsonl")
+    types = [e["type"] for e in of_kind(lines, "event")]
+    assert "lantern.reorder.requested" in types  # the events still commit
+    assert of_kind(lines, "action") == []
+    assert "rules failed on lantern.reorder.requested event" in caplog.text
