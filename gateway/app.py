@@ -22,10 +22,11 @@ from devices.reorder import ReorderTracker
 from gateway.config import Settings
 from gateway.events import IdGenerator
 from gateway.ingest import Ingest
-from gateway.mqtt import MqttClient
+from gateway.mqtt import Inbound, MqttClient
 from gateway.outbox import Outbox, TypeFilter
 from gateway.pipeline import DedupWindow, Pipeline
 from gateway.privacy import Pseudonymizer, load_or_create_secret
+from gateway.record import http_mirror_topic
 from gateway.router import Router, default_decoders
 from gateway.rulesdir import RulesWatcher, read_rules
 from gateway.sinks.http import HttpSink
@@ -88,6 +89,7 @@ class Gateway:
         self._sinks: list[Sink] = []
         self.inventory = Inventory(expected_intervals(settings.devices))
         self.web: WebServer | None = None
+        self._pseudonymizer: Pseudonymizer | None = None
         self.location: LocationStage | None = None
         self.rules_watcher: RulesWatcher | None = None
         self.ready = asyncio.Event()  # set once the outbox is open and tasks are started
@@ -111,7 +113,9 @@ class Gateway:
         """Run until ``stop`` is set, then drain and return."""
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        pseudonymizer = Pseudonymizer(load_or_create_secret(settings.data_dir))
+        self._pseudonymizer = pseudonymizer = Pseudonymizer(
+            load_or_create_secret(settings.data_dir)
+        )
         async with Outbox(settings.data_dir / OUTBOX_FILE_NAME, settings.outbox) as outbox:
             router = Router(settings.sources, settings.store_id, default_decoders())
             dedup = DedupWindow(
@@ -264,6 +268,17 @@ class Gateway:
             "summary": [{"rule": rule, **outcomes} for rule, outcomes in sorted(summary.items())],
             "occupancy": location.presence.occupancy() if location is not None else {},
         }
+
+    async def mirror_for_recording(self, inbound: Inbound) -> None:
+        """Republish a message that came over HTTP where ``lantern record`` hears it, its
+        addresses replaced as a recording keeps them (best effort: QoS 0, once committed)."""
+        if self._mqtt is None or self._pseudonymizer is None:
+            return
+        text = self._pseudonymizer.scrub_mac_shaped(
+            inbound.payload.decode("utf-8"), inbound.received_at
+        )
+        mirror = http_mirror_topic(self.settings.store_id, inbound.topic)
+        await self._mqtt.publish(mirror, text, qos=0)
 
     def dead_letters_by_kind(self) -> dict[str, int]:
         return dict(self._pipeline.dead_letters_by_kind) if self._pipeline else {}

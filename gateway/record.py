@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -24,6 +25,17 @@ from gateway.router import Router, default_decoders
 log = logging.getLogger(__name__)
 
 _PROGRESS_INTERVAL_S = 5.0
+
+
+def http_mirror_topic(store_id: str, topic: str) -> str:
+    """Where the gateway republishes what it received over HTTP (a Meraki post, as ingested
+    on ``topic``) for a recorder to see: outside every source's topics, so never ingested."""
+    return f"lantern/{store_id}/gateway/http/{topic}"
+
+
+def _unmirrored(store_id: str, topic: str) -> str:
+    """The topic the gateway ingested a mirrored message on; any other topic as it is."""
+    return topic.removeprefix(http_mirror_topic(store_id, ""))
 
 
 def recording_line(inbound: Inbound, pseudonymizer: Pseudonymizer) -> str:
@@ -41,8 +53,9 @@ def recording_line(inbound: Inbound, pseudonymizer: Pseudonymizer) -> str:
 
 
 class Recorder:
-    def __init__(self, out: TextIO, pseudonymizer: Pseudonymizer) -> None:
+    def __init__(self, out: TextIO, pseudonymizer: Pseudonymizer, store_id: str) -> None:
         self._out = out
+        self._store_id = store_id
         self._pseudonymizer = pseudonymizer
         self._mqtt: MqttClient | None = None
         self.lines = 0
@@ -51,6 +64,7 @@ class Recorder:
         self._mqtt = mqtt
 
     def receive(self, inbound: Inbound) -> None:
+        inbound = dataclasses.replace(inbound, topic=_unmirrored(self._store_id, inbound.topic))
         self._out.write(recording_line(inbound, self._pseudonymizer) + "\n")
         self.lines += 1
         if self._mqtt is not None:
@@ -62,13 +76,13 @@ async def record(settings: Settings, out_path: Path, stop: asyncio.Event) -> int
     router = Router(settings.sources, settings.store_id, default_decoders())
     pseudonymizer = Pseudonymizer(load_or_create_secret(settings.data_dir))
     with out_path.open("a", encoding="utf-8", buffering=1) as out:
-        recorder = Recorder(out, pseudonymizer)
+        recorder = Recorder(out, pseudonymizer, settings.store_id)
         recorder_settings = settings.mqtt.model_copy(update={"session_expiry_s": 60})
         mqtt = MqttClient(
             recorder_settings,
             f"lantern-recorder-{settings.store_id}",
             f"lantern/{settings.store_id}/recorder/status",
-            router.subscriptions(),
+            [*router.subscriptions(), (http_mirror_topic(settings.store_id, "#"), 0)],
             recorder.receive,
         )
         recorder.attach(mqtt)

@@ -127,9 +127,9 @@ class WebServer:
         del document["secret"]  # the shared secret is not an event's business
         topic = f"lantern/{self._gateway.settings.store_id}/wifi/meraki"
         payload = json.dumps(document, separators=(",", ":")).encode()
-        await self._gateway.ingest.submit(
-            Inbound(topic, payload, 0, 0, False, datetime.now(UTC), 0)
-        )
+        inbound = Inbound(topic, payload, 0, 0, False, datetime.now(UTC), 0)
+        await self._gateway.ingest.submit(inbound)
+        await self._gateway.mirror_for_recording(inbound)
         return web.json_response({"accepted": True})
 
 

@@ -7,6 +7,7 @@ import json
 import threading
 from pathlib import Path
 
+import aiohttp
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -14,9 +15,28 @@ from gateway.backtest import backtest, read_recording
 from gateway.localbroker import Mosquitto
 from gateway.record import record
 from rules.model import parse_rules
-from tests.helpers import Publisher, make_settings, wait_until
+from tests.helpers import Publisher, make_settings, running_gateway, wait_until
+from tests.shared_fixtures import load_json
 
 PHONE_MAC = "c2f0aa000001"
+
+
+class RecorderWatch:
+    """Sees the recorder's retained "online", which it publishes after subscribing."""
+
+    def __init__(self, port: int) -> None:
+        self.online = threading.Event()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"watch-{port}")
+        self.client.on_message = lambda _c, _u, m: m.payload == b"online" and self.online.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe("lantern/s1/recorder/status", qos=1)
+        self.client.loop_start()
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
 SCAN = "]C1010950110153000317211234"
 
 
@@ -36,19 +56,14 @@ def test_recorded_traffic_keeps_no_address_and_replays_as_it_decoded(
         ("lantern/s1/scanner/till-2", b"\xff\xfe not text"),
     ]
 
-    recorder_online = threading.Event()
-    watcher = paho.Client(CallbackAPIVersion.VERSION2, client_id="recorder-watch")
-    watcher.on_message = lambda _c, _u, m: m.payload == b"online" and recorder_online.set()
-    watcher.connect("127.0.0.1", broker.port)
-    watcher.subscribe("lantern/s1/recorder/status", qos=1)
-    watcher.loop_start()
+    watcher = RecorderWatch(broker.port)
 
     async def scenario() -> int:
         stop = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
             recording = tasks.create_task(record(settings, out, stop))
             # "online" follows the subscription on the recorder's connection.
-            await asyncio.to_thread(recorder_online.wait, 15)
+            await asyncio.to_thread(watcher.online.wait, 15)
             with Publisher(broker.port) as device:
                 device.publish_all(messages)
             await wait_until(lambda: len(out.read_text().splitlines()) == len(messages))
@@ -58,8 +73,7 @@ def test_recorded_traffic_keeps_no_address_and_replays_as_it_decoded(
     try:
         assert asyncio.run(scenario()) == len(messages)
     finally:
-        watcher.loop_stop()
-        watcher.disconnect()
+        watcher.close()
     text = out.read_text(encoding="utf-8")
     for spelling in (PHONE_MAC, "c2:f0:aa:00:00:01"):
         assert spelling not in text.lower()
@@ -78,3 +92,47 @@ def test_recorded_traffic_keeps_no_address_and_replays_as_it_decoded(
     (entered,) = [line for line in output if line.get("type") == "lantern.zone.entered"]
     assert entered["data"]["zone"] == "bakery"
     assert entered["subject"].startswith("p-")
+
+
+def test_meraki_posts_over_http_are_recorded_too(broker: Mosquitto, tmp_path: Path) -> None:
+    out = tmp_path / "wifi.jsonl"
+    meraki = load_json("meraki_v3_wifi.json")
+    settings = make_settings(
+        tmp_path / "data",
+        broker.url,
+        web={"meraki_validator": "v", "meraki_secret": meraki["secret"]},
+        mqtt={"client_id": "lantern-http-mirror"},
+        zones=[{"id": "floor", "polygon": [[0, 0], [100, 0], [100, 100], [0, 100]]}],
+    )
+    watcher = RecorderWatch(broker.port)
+
+    async def scenario() -> int:
+        stop = asyncio.Event()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(record(settings, out, stop))
+            await asyncio.to_thread(watcher.online.wait, 15)
+            async with running_gateway(settings) as gateway, aiohttp.ClientSession() as session:
+                assert gateway.web is not None
+                async with session.post(f"{gateway.web.url}/meraki", json=meraki) as response:
+                    assert response.status == 200
+                await wait_until(lambda: out.exists() and out.read_text() != "")
+                await asyncio.sleep(0.5)  # the mirror is not ingested: nothing more comes
+                committed = gateway.outbox.events_committed
+            stop.set()
+        return committed
+
+    try:
+        committed = asyncio.run(scenario())
+    finally:
+        watcher.close()
+    text = out.read_text(encoding="utf-8")
+    (line,) = [json.loads(line) for line in text.splitlines()]
+    assert line["topic"] == "lantern/s1/wifi/meraki"  # as the gateway ingested it
+    assert meraki["secret"] not in text
+    for observation in meraki["data"]["observations"]:
+        assert observation["clientMac"].lower() not in text.lower()
+    # Replayed, the post places its phones on the floor as it did live.
+    replayed = list(backtest(settings, parse_rules({}), text.splitlines()))
+    entered = [e for e in replayed if e.get("type") == "lantern.zone.entered"]
+    assert len(entered) == len(meraki["data"]["observations"])
+    assert committed == 2 * len(entered)  # live: a sighting and a zone entry each, no more
