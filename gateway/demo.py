@@ -31,6 +31,9 @@ EXAMPLES = Path(__file__).parent / "examples"
 EXAMPLE_STORE = EXAMPLES / "store.yaml"  # zones, audiences and the coffee machine's slot
 EXAMPLE_RULES = EXAMPLES / "rules"
 _STATUS_INTERVAL_S = 1.0
+_PUBLISH_WAIT_S = 5.0  # the devices' last wills reach the broker on loopback in milliseconds
+_QUIET_S = 0.2  # loopback delivery takes milliseconds: this long without news means no more
+_SETTLE_TIMEOUT_S = 10.0  # a stuck gateway must not keep Ctrl-C from ending the demo
 
 
 async def run_demo(seconds: float | None, sightings_per_s: float) -> None:
@@ -82,13 +85,23 @@ async def run_demo(seconds: float | None, sightings_per_s: float) -> None:
                 "Ctrl-C stops everything cleanly.\n",
                 flush=True,
             )
+            gateway_stop = asyncio.Event()
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(gateway.run(stop), name="gateway")
-                tasks.create_task(
+                tasks.create_task(gateway.run(gateway_stop), name="gateway")
+                devices = tasks.create_task(
                     _simulate(settings.store_id, broker_url, sightings_per_s, stop),
                     name="device-simulators",
                 )
                 tasks.create_task(_status_line(gateway, central, stop), name="status-line")
+                await stop.wait()
+                # The devices go first, then the gateway once it has committed what they sent:
+                # nothing is left unacknowledged at a broker that would wait for it.
+                await devices
+                try:
+                    await _settled(gateway)
+                except TimeoutError:
+                    print("\nthe gateway did not settle in time; stopping it anyway", flush=True)
+                gateway_stop.set()
             print(
                 f"\nstopped: the central record holds {len(central.events)} events "
                 f"({central.redeliveries} redeliveries deduplicated)."
@@ -124,11 +137,31 @@ async def _simulate(
             if stop.is_set():
                 break
             client.publish(topic, payload, qos=1)
-        for topic, payload in simulator.last_wills():  # one client plays every device's will
+        wills = [  # one client plays every device's will
             client.publish(topic, payload, qos=1, retain=True)
+            for topic, payload in simulator.last_wills()
+        ]
+        for will in wills:
+            await asyncio.to_thread(will.wait_for_publish, _PUBLISH_WAIT_S)
     finally:
         client.loop_stop()
         client.disconnect()
+
+
+async def _settled(gateway: Gateway) -> None:
+    """Until every message the gateway received is committed and acknowledged, and nothing new
+    arrived for a moment (what the broker had in flight), or the wait is over."""
+    async with asyncio.timeout(_SETTLE_TIMEOUT_S):
+        quiet_since = None
+        while True:
+            ingest = gateway.ingest
+            if ingest.settled < ingest.received:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= _QUIET_S:
+                return
+            await asyncio.sleep(_QUIET_S / 4)
 
 
 async def _status_line(gateway: Gateway, central: Receiver, stop: asyncio.Event) -> None:

@@ -58,6 +58,7 @@ class Ingest:
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._committing: asyncio.Queue[_Committing | None] = asyncio.Queue(_BATCHES_AHEAD)
         self._flushed = 0
+        self.settled = 0  # messages received, committed and acknowledged, in order
         self._ack_delay_s = float(os.environ.get(FAILPOINT_ACK_DELAY_ENV, "0"))
         self.received = 0
 
@@ -126,6 +127,7 @@ class Ingest:
             if self._mqtt is not None:
                 for inbound in batch.processed.to_ack:
                     self._mqtt.ack(inbound)
+            self.settled = batch.upto
             while self._waiters and self._waiters[0][0] <= batch.upto:
                 _, waiter = self._waiters.popleft()
                 if not waiter.done():

@@ -8,7 +8,6 @@ absent gateway loses nothing (Mosquitto's default of 1,000 queued messages drops
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import shutil
 import socket
@@ -120,8 +119,7 @@ class AmqttBroker:
                 "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {}},
             }
         )
-        await self._broker.start()
-        await asyncio.to_thread(wait_for_port, self.port)
+        await self._broker.start()  # listening once it returns (asyncio.start_server)
 
     async def stop(self) -> None:
         if self._broker is not None:
