@@ -28,6 +28,7 @@ MERAKI_PATH = "/meraki"
 _MAX_POST_BYTES = 8 * 1024 * 1024  # a Meraki post for a busy floor is a few hundred KiB
 _RECENT_DEAD_LETTERS = 20
 _DEFAULT_TRACES = 100
+_RECENT_TRACES = 20  # on the page: enough to see why the last few visitors got what they got
 
 
 class WebServer:
@@ -82,6 +83,14 @@ class WebServer:
             ],
             "devices": [record.model_dump(mode="json") for record in gateway.inventory.devices()],
             "rules": gateway.rules_status(),
+            "recent_rule_outcomes": [
+                trace.model_dump(mode="json", exclude={"event_id"})
+                for trace in (
+                    gateway.location.engine.traces(limit=_RECENT_TRACES)
+                    if gateway.location is not None
+                    else []
+                )
+            ],
         }
 
     async def _traces(self, request: web.Request) -> web.Response:
@@ -177,7 +186,8 @@ td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}}.bad{{color:#b00}}
 <h2>Rules</h2><p>{rules["count"]} rules from {html.escape(str(rules["dir"]))};
 {rules["reloads"]} reloads. {reload_error}</p>
 {table(rules["summary"], "No rule evaluated yet.")}
-<p>Why a rule did or did not fire: <a href="/api/rules/traces">/api/rules/traces</a>
+<h2>Latest rule outcomes</h2>{table(status["recent_rule_outcomes"], "None yet.")}
+<p>Why a rule did or did not fire for a visitor: <a href="/api/rules/traces">/api/rules/traces</a>
 ?rule=&lt;id&gt;&amp;visitor=&lt;id&gt;</p>
 <h2>Zone occupancy</h2>{table(occupancy, "Nobody in a zone.")}
 <p>JSON: <a href="/api/status">/api/status</a>. Updated {html.escape(status["time"])}.</p>

@@ -102,6 +102,11 @@ def test_a_loyal_dweller_gets_the_offer_on_the_screen_and_the_central_record(
                         passer_by = await response.json()
                     async with session.get(traces_url, params={"limit": "many"}) as response:
                         assert response.status == 400
+                    async with session.get(f"{gateway.web.url}/") as response:
+                        page = await response.text()
+                    outcomes = page.split("<h2>Latest rule outcomes</h2>")[1].split("<h2>")[0]
+                    assert "quick-offer" in outcomes
+                    assert "fired" in outcomes and "condition_false" in outcomes
             return status, list(receiver.events.values()), passer_by
 
     try:
