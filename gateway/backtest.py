@@ -18,7 +18,7 @@ import base64
 import binascii
 import json
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,6 +43,8 @@ BACKTEST_PSEUDONYM_KEY = b"lantern-backtest"
 BACKTEST_ID_SEED = 0
 _TICK = timedelta(seconds=1)  # as the live ingest loop ticks
 _TRACE_CAPACITY = 10_000_000  # a backtest explains every evaluation of a whole recording
+_MINIMAL_TRACES = 1
+PROGRESS_EVERY_LINES = 10_000  # a few hundred milliseconds of replay
 # What a decoder makes of a message itself; every other event is derived by a stage.
 _OBSERVED_TYPES = frozenset(
     {"lantern.presence.sighted", "lantern.scan.read", "lantern.device.telemetry"}
@@ -83,11 +85,18 @@ def read_recording(lines: Iterable[str]) -> Iterator[RecordedMessage]:
 
 
 def backtest(
-    settings: Settings, rules: RuleSet, lines: Iterable[str], explain: str | None = None
+    settings: Settings,
+    rules: RuleSet,
+    lines: Iterable[str],
+    explain: str | None = None,
+    on_progress: Callable[[int, datetime], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """The output objects, in order; RecordingError on a malformed line."""
+    """The output objects, in order; RecordingError on a malformed line. ``on_progress`` is
+    told the line number and recording time every ``PROGRESS_EVERY_LINES`` lines."""
     actions: list[Action] = []
-    location = location_stage(settings, rules, actions.append, _TRACE_CAPACITY)
+    # Traces are kept only to explain a rule; otherwise the summary's counts say it all.
+    traces = _TRACE_CAPACITY if explain is not None else _MINIMAL_TRACES
+    location = location_stage(settings, rules, actions.append, traces)
     pipeline = Pipeline(
         settings.store_id,
         Router(settings.sources, settings.store_id, default_decoders()),
@@ -109,6 +118,8 @@ def backtest(
             yield from _output(pipeline.tick(next_tick), actions)
             next_tick += _TICK
         yield from _output(pipeline.process([message.inbound]), actions)
+        if on_progress is not None and message.line % PROGRESS_EVERY_LINES == 0:
+            on_progress(message.line, at)
     if explain is not None:
         for trace in reversed(location.engine.traces(rule=explain, limit=_TRACE_CAPACITY)):
             yield {"kind": "trace", **trace.model_dump(mode="json")}

@@ -7,6 +7,8 @@ import json
 import logging
 import signal
 import sys
+import time
+from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -18,6 +20,8 @@ from gateway.errors import ConfigError
 
 if TYPE_CHECKING:
     from rules.model import RuleSet
+
+_PROGRESS_INTERVAL_S = 2.0  # a long backtest says how far it got, on stderr, this often
 
 app = typer.Typer(
     help="Lantern: the store's IoT edge gateway.", no_args_is_help=True, add_completion=False
@@ -212,9 +216,17 @@ def rules_test(
     if explain is not None and explain not in rules.ids():
         typer.echo(f"error: --explain {explain}: no such rule in {rules_dir}", err=True)
         raise typer.Exit(2)
+    last_report = time.monotonic()
+
+    def progress(line: int, at: datetime) -> None:
+        nonlocal last_report
+        if time.monotonic() - last_report >= _PROGRESS_INTERVAL_S:
+            last_report = time.monotonic()
+            typer.echo(f"backtest: line {line:,}, recording time {at.isoformat()}", err=True)
+
     try:
         with recording.open(encoding="utf-8") as lines:
-            for output in backtest(settings, rules, lines, explain):
+            for output in backtest(settings, rules, lines, explain, progress):
                 typer.echo(json.dumps(output, ensure_ascii=False))
     except OSError as exc:
         typer.echo(f"error: {recording}: {exc.strerror}", err=True)

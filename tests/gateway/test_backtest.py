@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner, Result
 
 from firmware_stubs.scenarios import SCENARIOS, recording
+from gateway import backtest as backtest_module
 from gateway.backtest import backtest
 from gateway.cli import app
 from gateway.config import Settings
@@ -221,3 +223,13 @@ def test_a_bug_in_the_rules_is_logged_and_the_batch_goes_on(
     assert "lantern.reorder.requested" in types  # the events still commit
     assert of_kind(lines, "action") == []
     assert "rules failed on lantern.reorder.requested event" in caplog.text
+
+
+def test_a_long_backtest_reports_its_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backtest_module, "PROGRESS_EVERY_LINES", 10)
+    seen: list[tuple[int, datetime]] = []
+    settings = Settings(**yaml.safe_load(STORE.read_text()))
+    recorded = recording("coffee-pods.jsonl")
+    list(backtest(settings, parse_rules({}), recorded, on_progress=lambda *at: seen.append(at)))
+    assert [line for line, _ in seen] == list(range(10, len(recorded) + 1, 10))
+    assert [at for _, at in seen] == sorted(at for _, at in seen)  # recording time moves on
