@@ -8,8 +8,9 @@ key and event ids a seeded generator, so the same recording always gives the sam
 Output, one JSON object a line: ``{"kind": "event", ...CloudEvent}`` for each derived event,
 ``{"kind": "action", "rule", "type", "visitor", "topic", "payload"}`` for each action (an
 ``emit`` has no topic: its payload is the event's data, and it carries its ``event_type``),
-``{"kind": "trace", ...}`` for each evaluation of the rule given to ``--explain``, then
-``{"kind": "summary", "rule", ...}`` per rule with its count of each outcome.
+``{"kind": "trace", ...}`` for each evaluation of the rule given to ``--explain``, right
+after the lines of the message or tick that caused it, then ``{"kind": "summary", "rule",
+...}`` per rule with its count of each outcome.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from gateway.pipeline import DedupWindow, Pipeline, Processed
 from gateway.privacy import Pseudonymizer
 from gateway.router import Router, default_decoders
 from gateway.stages import HealthStage, ReorderStage, location_stage
-from rules.engine import Action
+from rules.engine import Action, RuleEngine
 from rules.model import RuleSet
 
 # Fixed, not secret: a recording's addresses are already stand-ins (gateway/record.py), and a
@@ -42,8 +43,9 @@ from rules.model import RuleSet
 BACKTEST_PSEUDONYM_KEY = b"lantern-backtest"
 BACKTEST_ID_SEED = 0
 _TICK = timedelta(seconds=1)  # as the live ingest loop ticks
-_TRACE_CAPACITY = 10_000_000  # a backtest explains every evaluation of a whole recording
-_MINIMAL_TRACES = 1
+# A tick can end many visits at once (each exit evaluated by every rule on exits), so the
+# bound is generous; traces are taken after every step and never accumulate.
+_TRACES_PER_STEP = 1_000_000
 PROGRESS_EVERY_LINES = 10_000  # a few hundred milliseconds of replay
 # What a decoder makes of a message itself; every other event is derived by a stage.
 _OBSERVED_TYPES = frozenset(
@@ -94,9 +96,7 @@ def backtest(
     """The output objects, in order; RecordingError on a malformed line. ``on_progress`` is
     told the line number and recording time every ``PROGRESS_EVERY_LINES`` lines."""
     actions: list[Action] = []
-    # Traces are kept only to explain a rule; otherwise the summary's counts say it all.
-    traces = _TRACE_CAPACITY if explain is not None else _MINIMAL_TRACES
-    location = location_stage(settings, rules, actions.append, traces)
+    location = location_stage(settings, rules, actions.append, _TRACES_PER_STEP)
     pipeline = Pipeline(
         settings.store_id,
         Router(settings.sources, settings.store_id, default_decoders()),
@@ -116,16 +116,22 @@ def backtest(
         next_tick = next_tick or at + _TICK
         while next_tick <= at:
             yield from _output(pipeline.tick(next_tick), actions)
+            yield from _explained(location.engine, explain)
             next_tick += _TICK
         yield from _output(pipeline.process([message.inbound]), actions)
+        yield from _explained(location.engine, explain)
         if on_progress is not None and message.line % PROGRESS_EVERY_LINES == 0:
             on_progress(message.line, at)
-    if explain is not None:
-        for trace in reversed(location.engine.traces(rule=explain, limit=_TRACE_CAPACITY)):
-            yield {"kind": "trace", **trace.model_dump(mode="json")}
     summary = location.engine.summary()
     for rule in sorted(rules.ids()):
         yield {"kind": "summary", "rule": rule, **summary.get(rule, {})}
+
+
+def _explained(engine: RuleEngine, explain: str | None) -> Iterator[dict[str, Any]]:
+    """The explained rule's traces since the last step, after the output they explain."""
+    for trace in engine.take_traces():
+        if trace.rule == explain:
+            yield {"kind": "trace", **trace.model_dump(mode="json")}
 
 
 def _output(processed: Processed, actions: list[Action]) -> Iterator[dict[str, Any]]:

@@ -316,6 +316,13 @@ class RuleEngine:
                     break
         return found
 
+    def take_traces(self) -> list[Trace]:
+        """The traces kept so far, oldest first, forgetting them: for a replay that prints
+        them as it goes rather than keeping a whole recording's worth."""
+        taken = list(self._traces)
+        self._traces.clear()
+        return taken
+
     def summary(self) -> dict[str, dict[str, int]]:
         """Rule id → outcome → count, every outcome listed, for the rules now loaded; counts
         run from when the id was first loaded, through reloads that keep it."""

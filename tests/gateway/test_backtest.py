@@ -145,6 +145,11 @@ def test_the_same_recording_always_gives_the_same_output() -> None:
     # Each trace names the event it judged, as the central record will know it.
     dwelled = {e["id"] for e in of_kind(first, "event") if e["type"] == "lantern.zone.dwelled"}
     assert {trace["event_id"] for trace in traces} <= dwelled
+    # ... and follows it in the output, before the next message's lines.
+    position = {line.get("id"): index for index, line in enumerate(first)}
+    for index, line in enumerate(first):
+        if line["kind"] == "trace":
+            assert position[line["event_id"]] < index
 
 
 def test_rules_check_accepts_the_examples_and_names_each_problem(tmp_path: Path) -> None:

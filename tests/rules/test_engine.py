@@ -508,3 +508,13 @@ def test_limits_carry_over_to_a_new_engine_through_their_state() -> None:
 def test_malformed_limits_state_is_a_value_error(state: Any) -> None:
     with pytest.raises(ValueError):
         engine(rule(limits={"per_visitor": "1/day"})).restore_limits(state)
+
+
+def test_taken_traces_are_forgotten() -> None:
+    lantern = engine(OFFER)
+    lantern.evaluate(dwelled())
+    (taken,) = lantern.take_traces()
+    assert (taken.rule, taken.outcome) == ("offer", "fired")
+    assert lantern.take_traces() == []
+    assert lantern.traces() == []
+    assert lantern.summary()["offer"]["fired"] == 1  # the counts are not traces
