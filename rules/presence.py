@@ -168,6 +168,42 @@ class _Visitor:
         self.wake_seq = 0
 
 
+class _ReadingState(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    zone: str
+    distance_m: float
+    at: datetime
+
+
+class _VisitorState(BaseModel):
+    """One visitor as a snapshot keeps them; the segment is looked up again on restore."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    id: str
+    scanner: str
+    last_seen: datetime
+    readings: dict[str, _ReadingState]
+    position: tuple[float, float] | None
+    position_at: datetime
+    zone: str | None
+    entered_at: datetime
+    seen_in_zone: datetime
+    left_at: datetime
+    pending: str | None
+    pending_since: datetime
+    dwell_done_s: float
+
+
+class PresenceSnapshot(BaseModel):
+    """Everyone presence tracks, least recently seen first, as JSON-ready values."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    visitors: list[_VisitorState]
+
+
 class PresenceEngine:
     """Visitors' zones from their sightings; see the module docstring for the rules."""
 
@@ -218,6 +254,65 @@ class PresenceEngine:
             last_seen=v.last_seen,
         )
 
+    # --- carried across a restart -----------------------------------------------------------
+
+    def snapshot(self) -> PresenceSnapshot:
+        """Everyone being tracked, to restore after a restart instead of sending them all
+        out of their zones and back in."""
+        return PresenceSnapshot(
+            visitors=[
+                _VisitorState(
+                    id=v.id,
+                    scanner=v.scanner,
+                    last_seen=v.last_seen,
+                    readings={
+                        scanner: _ReadingState(
+                            zone=reading.zone, distance_m=reading.distance_m, at=reading.at
+                        )
+                        for scanner, reading in v.readings.items()
+                    },
+                    position=v.position,
+                    position_at=v.position_at,
+                    zone=v.zone,
+                    entered_at=v.entered_at,
+                    seen_in_zone=v.seen_in_zone,
+                    left_at=v.left_at,
+                    pending=v.pending,
+                    pending_since=v.pending_since,
+                    dwell_done_s=v.dwell_done_s,
+                )
+                for v in self._visitors.values()
+            ]
+        )
+
+    def restore(self, snapshot: PresenceSnapshot) -> None:
+        """Track the snapshot's visitors (into an engine tracking no one yet). What no longer
+        exists on the zone map is dropped: a visitor whose zone is gone is in no zone. Their
+        deadlines follow from their times, so the first tick sends away those who left while
+        the gateway was down, dated when they were last seen."""
+        if self._visitors:
+            raise ValueError("restore into an engine that already tracks visitors")
+        known = set(self.zones.ids)
+        for state in snapshot.visitors[-self.settings.max_visitors :]:
+            v = _Visitor(
+                state.id, self._audiences.segment_of(state.id), state.scanner, state.last_seen
+            )
+            v.readings = {
+                scanner: _Reading(reading.zone, reading.distance_m, reading.at)
+                for scanner, reading in state.readings.items()
+                if reading.zone in known
+            }
+            v.position, v.position_at = state.position, state.position_at
+            v.entered_at, v.seen_in_zone = state.entered_at, state.seen_in_zone
+            v.left_at, v.dwell_done_s = state.left_at, state.dwell_done_s
+            if state.zone in known:
+                v.zone = state.zone
+                self._occupancy[state.zone] = self._occupancy.get(state.zone, 0) + 1
+                if state.pending in known:
+                    v.pending, v.pending_since = state.pending, state.pending_since
+            self._visitors[v.id] = v
+            self._schedule(v)
+
     # --- configuration ---------------------------------------------------------------------
 
     def set_dwell_thresholds(self, thresholds_s: Iterable[float]) -> None:
@@ -245,6 +340,12 @@ class PresenceEngine:
             raise ValueError("presence needs timezone-aware times")
         events: list[ZoneEvent] = []
         v = self._visitors.get(visitor_id)
+        if v is not None and v.zone is not None and now - v.seen_in_zone >= self._away:
+            # Gone for the away timeout but not yet sent away (a restored visitor before the
+            # first tick, or one who came back between two ticks): this is a new visit.
+            v.wake_at = None
+            self._wake(v, now, events)
+            v = self._visitors.get(visitor_id)
         if v is None:
             v = self._admit(visitor_id, sighting.scanner, now, events)
         else:

@@ -14,6 +14,7 @@ from devices.model import Sighting
 from rules.presence import (
     PresenceEngine,
     PresenceSettings,
+    PresenceSnapshot,
     VisitorView,
     ZoneDwelled,
     ZoneEntered,
@@ -610,3 +611,83 @@ def test_the_same_sightings_give_the_same_events() -> None:
     }
     assert run_stream(7) == first
     assert run_stream(8) != first
+
+
+# --- across a restart ----------------------------------------------------------------------
+
+
+def restarted(presence: PresenceEngine, zones: ZoneMap = ZONES, **settings: Any) -> PresenceEngine:
+    """A new engine from ``presence``'s snapshot, through JSON as the outbox keeps it."""
+    saved = PresenceSnapshot.model_validate_json(presence.snapshot().model_dump_json())
+    audiences = Audiences([AudienceSpec(segment="loyalty", identities=(f"ibeacon:{LOYALTY}-*",))])
+    successor = PresenceEngine(zones, SHARP.model_copy(update=settings), audiences, (20, 45))
+    successor.restore(saved)
+    return successor
+
+
+def test_a_restart_keeps_who_is_where_and_their_dwell() -> None:
+    clock = Clock(engine(thresholds=(20, 45)))
+    for t in range(0, 31, 2):
+        clock.see(t, MEMBER, "sa", distance_m=1.0)
+    clock.see(30, "v2", "sb", distance_m=1.0)
+    assert [type(e).__name__ for e in clock.events].count("ZoneDwelled") == 1  # 20 s
+
+    after = Clock(restarted(clock.engine))
+    after.now = 30
+    assert after.engine.occupancy() == {"a": 1, "b": 1}
+    view = after.engine.visitor(MEMBER, at(31))
+    assert view is not None and (view.zone, view.segment, view.dwell_s) == ("a", "loyalty", 31.0)
+    # The visit goes on: no second entry, the 20 s threshold not again, the 45 s one in time.
+    events = [e for t in range(32, 51, 2) for e in after.see(t, MEMBER, "sa", distance_m=1.0)]
+    expected = dwelled(MEMBER, "a", 45, "sa", 45.0, 45.0).model_copy(update={"segment": "loyalty"})
+    assert events == [expected]
+
+
+def test_who_left_while_the_gateway_was_down_exits_when_last_seen() -> None:
+    clock = Clock(engine())
+    clock.see(0, "v1", "sa", distance_m=1.0)
+    clock.see(10, "v1", "sa", distance_m=1.0)
+    after = restarted(clock.engine)
+    assert after.tick(at(600)) == [exited("v1", "a", 10, "sa", 10.0, "away")]
+    assert after.occupancy() == {}
+
+
+def test_a_zone_gone_from_the_map_leaves_its_visitors_in_no_zone() -> None:
+    clock = Clock(engine())
+    clock.see(0, "v1", "sa", distance_m=1.0)
+    smaller = ZoneMap([ZoneSpec(id="b", scanners=("sb",))])
+    after = restarted(clock.engine, smaller)
+    assert after.occupancy() == {}
+    view = after.visitor("v1", at(1))
+    assert view is not None and view.zone is None
+    assert after.observe(sighting("v1", "sb", distance_m=1.0), at(2)) == [
+        entered("v1", "b", 2, "sb")
+    ]
+
+
+def test_a_restart_keeps_at_most_max_visitors_the_most_recently_seen() -> None:
+    clock = Clock(engine())
+    for number in range(5):
+        clock.see(number, f"v{number}", "sa", distance_m=1.0)
+    after = restarted(clock.engine, max_visitors=2)
+    assert after.visitor_count == 2
+    assert after.visitor("v4", at(5)) is not None and after.visitor("v0", at(5)) is None
+    assert after.occupancy() == {"a": 2}
+
+
+def test_a_malformed_snapshot_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        PresenceSnapshot.model_validate({"visitors": [{"id": "v1"}]})
+
+
+def test_a_restored_visitor_gone_for_the_away_timeout_starts_a_new_visit_when_seen() -> None:
+    clock = Clock(engine())
+    clock.see(0, "v1", "sa", distance_m=1.0)
+    after = restarted(clock.engine)
+    # Seen again before the first tick after the restart: the old visit ended when last seen.
+    assert after.observe(sighting("v1", "sa", distance_m=1.0), at(120)) == [
+        exited("v1", "a", 0, "sa", 0.0, "away"),
+        entered("v1", "a", 120, "sa"),
+    ]
+    assert after.occupancy() == {"a": 1}
+    assert after.tick(at(121)) == []
