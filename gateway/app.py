@@ -23,7 +23,7 @@ from gateway.config import Settings
 from gateway.events import IdGenerator
 from gateway.ingest import Ingest
 from gateway.mqtt import Inbound, MqttClient
-from gateway.outbox import Outbox, TypeFilter
+from gateway.outbox import Batch, Outbox, TypeFilter
 from gateway.pipeline import DedupWindow, Pipeline
 from gateway.privacy import Pseudonymizer, load_or_create_secret
 from gateway.record import http_mirror_topic
@@ -35,6 +35,7 @@ from gateway.sources.ble import BleSource
 from gateway.stages import HealthStage, LocationStage, ReorderStage, location_stage
 from gateway.web import WebServer
 from rules.model import RuleSet, parse_rules
+from rules.presence import PresenceSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,8 @@ class Gateway:
         return rules
 
     async def _location_stage(self, outbox: Outbox) -> LocationStage:
-        """Zones, presence and rules, with the rules' limits as the last firing left them."""
+        """Zones, presence and rules, with the rules' limits as the last firing left them and
+        the visitors as the last clean stop left them."""
         location = location_stage(self.settings, self._initial_rules())
         saved = await outbox.load_state(LocationStage.STATE_KEY)
         if saved is not None:
@@ -170,6 +172,15 @@ class Gateway:
                 location.engine.restore_limits(json.loads(saved))
             except ValueError as exc:  # includes JSON errors
                 log.error("rule limits in the outbox are unreadable, counting afresh: %s", exc)
+        visitors = await outbox.load_state(LocationStage.PRESENCE_STATE_KEY)
+        if visitors:
+            try:
+                location.presence.restore(PresenceSnapshot.model_validate_json(visitors))
+                log.info("presence restored: %d visitors", location.presence.visitor_count)
+            except ValueError as exc:  # includes validation errors
+                log.error("presence in the outbox is unreadable, starting afresh: %s", exc)
+            # Taken: after a crash (no snapshot at its end) this one would be out of date.
+            await outbox.commit(Batch(state={LocationStage.PRESENCE_STATE_KEY: ""}))
         return location
 
     async def _reorder_stage(self, outbox: Outbox) -> ReorderStage:
@@ -224,6 +235,9 @@ class Gateway:
             ingest.stop()
             for task in ingest_tasks:
                 await task
+            if self.location is not None:  # who is where, for the next start
+                snapshot = self.location.presence.snapshot().model_dump_json()
+                await outbox.commit(Batch(state={LocationStage.PRESENCE_STATE_KEY: snapshot}))
             await mqtt.close()
             for task in others:
                 task.cancel()

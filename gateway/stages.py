@@ -79,6 +79,7 @@ class LocationStage:
     """
 
     STATE_KEY = "rule-limits"
+    PRESENCE_STATE_KEY = "presence"  # written at a clean stop, taken at the next start
 
     def __init__(
         self,
