@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from firmware_stubs.store_sim import LOYALTY_UUID
+from firmware_stubs.store_sim import LOYALTY_UUID, recording_line
 
 STORE_ID = "demo-store"
 # 09:30 in Amsterdam on a Tuesday: within the coffee offer's morning hours.
@@ -25,11 +25,6 @@ LOYAL_MEMBER = f"iBeacon:{LOYALTY_UUID}-100-3"
 PASSER_BY = "c2f0aa000001"  # a phone with a randomised address (local bit set)
 
 Line = tuple[datetime, str, str]
-
-
-def _line(at: datetime, topic: str, payload: str) -> str:
-    t = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return json.dumps({"t": t, "topic": topic, "qos": 1, "payload": payload})
 
 
 def _espresense(at: datetime, visitor: str, room: str, distance_m: float) -> Line:
@@ -129,7 +124,7 @@ SCENARIOS: dict[str, Callable[[], list[Line]]] = {
 
 
 def recording(name: str) -> list[str]:
-    return [_line(*line) for line in sorted(SCENARIOS[name](), key=lambda line: line[0])]
+    return [recording_line(*line) for line in sorted(SCENARIOS[name](), key=lambda line: line[0])]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -178,6 +178,12 @@ class StoreSimulator:
         return f"lantern/{self.store_id}/scanner/till-{till}", code
 
 
+def recording_line(at: datetime, topic: str, payload: str) -> str:
+    """One message in DESIGN.md's recording format, published at QoS 1 at ``at`` (UTC)."""
+    t = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return json.dumps({"t": t, "topic": topic, "qos": 1, "payload": payload})
+
+
 def recording_lines(
     simulator: StoreSimulator, start: datetime, duration_s: float, sightings_per_s: float
 ) -> Iterator[str]:
@@ -185,10 +191,7 @@ def recording_lines(
     for seconds, topic, payload in simulator.messages(sightings_per_s):
         if seconds > duration_s:
             return
-        at = (start + timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
-        yield json.dumps(
-            {"t": at.replace("+00:00", "Z"), "topic": topic, "qos": 1, "payload": payload}
-        )
+        yield recording_line(start + timedelta(seconds=seconds), topic, payload)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -166,19 +167,18 @@ class Gateway:
         """Zones, presence and rules, with the rules' limits as the last firing left them and
         the visitors as the last clean stop left them."""
         location = location_stage(self.settings, self._initial_rules())
-        saved = await outbox.load_state(LocationStage.STATE_KEY)
-        if saved is not None:
-            try:
-                location.engine.restore_limits(json.loads(saved))
-            except ValueError as exc:  # includes JSON errors
-                log.error("rule limits in the outbox are unreadable, counting afresh: %s", exc)
-        visitors = await outbox.load_state(LocationStage.PRESENCE_STATE_KEY)
-        if visitors:
-            try:
-                location.presence.restore(PresenceSnapshot.model_validate_json(visitors))
-                log.info("presence restored: %d visitors", location.presence.visitor_count)
-            except ValueError as exc:  # includes validation errors
-                log.error("presence in the outbox is unreadable, starting afresh: %s", exc)
+        await _resume(
+            outbox,
+            LocationStage.STATE_KEY,
+            "rule limits",
+            lambda saved: location.engine.restore_limits(json.loads(saved)),
+        )
+
+        def restore_presence(saved: str) -> None:
+            location.presence.restore(PresenceSnapshot.model_validate_json(saved))
+            log.info("presence restored: %d visitors", location.presence.visitor_count)
+
+        if await _resume(outbox, LocationStage.PRESENCE_STATE_KEY, "presence", restore_presence):
             # Taken: after a crash (no snapshot at its end) this one would be out of date.
             await outbox.commit(Batch(state={LocationStage.PRESENCE_STATE_KEY: ""}))
         return location
@@ -186,14 +186,14 @@ class Gateway:
     async def _reorder_stage(self, outbox: Outbox) -> ReorderStage:
         """The reorder debounce, resumed from the state committed with the last report."""
         configs = slot_configs(self.settings.devices)
-        saved = await outbox.load_state(ReorderStage.STATE_KEY)
-        if saved is None:
-            return ReorderStage(ReorderTracker(configs))
-        try:
-            return ReorderStage(ReorderTracker.from_dict(configs, json.loads(saved)))
-        except ValueError as exc:  # includes JSON and validation errors
-            log.error("reorder state in the outbox is unreadable, starting afresh: %s", exc)
-            return ReorderStage(ReorderTracker(configs))
+        tracker = ReorderTracker(configs)
+
+        def restore_tracker(saved: str) -> None:
+            nonlocal tracker
+            tracker = ReorderTracker.from_dict(configs, json.loads(saved))
+
+        await _resume(outbox, ReorderStage.STATE_KEY, "reorder state", restore_tracker)
+        return ReorderStage(tracker)
 
     async def _supervise(
         self,
@@ -319,3 +319,17 @@ class Gateway:
                 sink.delivered for sink in self._sinks if isinstance(sink, MqttActionSink)
             ),
         )
+
+
+async def _resume(outbox: Outbox, key: str, what: str, restore: Callable[[str], None]) -> bool:
+    """Hand the state saved under ``key`` to ``restore``; whether there was any. State that
+    does not read (a ValueError, as JSON and validation errors are) is logged and left: the
+    stage starts afresh rather than not at all."""
+    saved = await outbox.load_state(key)
+    if not saved:
+        return False
+    try:
+        restore(saved)
+    except ValueError as exc:
+        log.error("%s in the outbox is unreadable, starting afresh: %s", what, exc)
+    return True

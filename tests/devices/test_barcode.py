@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,9 +12,9 @@ from hypothesis import strategies as st
 
 from devices import barcode
 from devices.model import DecodeError, Message, ScanRead
+from tests.devices.fuzzing import FUZZ_EXAMPLES
 from tests.shared_fixtures import load_json
 
-FUZZ_EXAMPLES = int(os.environ.get("LANTERN_FUZZ_EXAMPLES", "10000"))
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 DIGITAL_LINK = "https://id.gs1.org/01/09506000134352/10/ABC123"
 DIGITAL_LINK_AI = {"01": "09506000134352", "10": "ABC123"}

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from devices.ble import (
@@ -19,9 +18,9 @@ from devices.ble import (
     parse_service_data,
 )
 from devices.model import DecodeError
+from tests.devices.fuzzing import fuzz_settings
 from tests.shared_fixtures import load_json
 
-FUZZ_EXAMPLES = int(os.environ.get("LANTERN_FUZZ_EXAMPLES", "10000"))
 EDDYSTONE = "0000feaa-0000-1000-8000-00805f9b34fb"
 ADVERTS = load_json("ble_adverts.json")
 
@@ -302,13 +301,7 @@ _ADVERTISEMENTS = st.lists(
 ).map(b"".join)
 
 
-@settings(
-    max_examples=FUZZ_EXAMPLES,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@fuzz_settings
 @given(adv=_ADVERTISEMENTS)
 def test_fuzz_only_decode_errors_escape(adv: bytes) -> None:
     # parse_advertisement reaches every decoder: frame_from_advertisement, then

@@ -2,20 +2,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from devices import espresense
 from devices.ble import find_mac
 from devices.model import DecodeError, DeviceStatus, Message, Sighting, Telemetry
+from tests.devices.fuzzing import fuzz_settings
 from tests.shared_fixtures import load_jsonl
 
-FUZZ_EXAMPLES = int(os.environ.get("LANTERN_FUZZ_EXAMPLES", "10000"))
 RECEIVED_AT = datetime(2026, 3, 14, 9, 26, 53, tzinfo=UTC)
 FIXTURES = load_jsonl("espresense.jsonl")
 IBEACON_ID = "iBeacon:426c7565-4368-6172-6d42-6561636f6e73-3838-4949"
@@ -266,13 +265,7 @@ _TOPICS = st.sampled_from(
 )
 
 
-@settings(
-    max_examples=FUZZ_EXAMPLES,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@fuzz_settings
 @given(
     topic=_TOPICS,
     topic_id=st.sampled_from([IBEACON_ID, "c4dee2aa0a11", "name:x", "iBeacon:x", ""]),

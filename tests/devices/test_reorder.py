@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -24,9 +24,16 @@ from devices.reorder import (
     SlotConfig,
     SlotState,
 )
+from tests.devices.fuzzing import (
+    ANY_JSON,
+    FUZZ_EXAMPLES,
+    fuzz_settings,
+    key_value_table,
+    near,
+    with_changes,
+)
 from tests.shared_fixtures import load_jsonl
 
-FUZZ_EXAMPLES = int(os.environ.get("LANTERN_FUZZ_EXAMPLES", "10000"))
 RECEIVED_AT = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 TOPIC = "lantern/store-1/reorder/coffee-1"
 FIXTURES = {entry["payload"]["namespace"]: entry for entry in load_jsonl("reorder.jsonl")}
@@ -988,41 +995,15 @@ def test_slot_config_gtin_as_gtin_14() -> None:
 # --- fuzz ----------------------------------------------------------------------------------------
 
 
-# Each object is a good report with a few keys replaced by (key, value) pairs drawn from a
-# table (far cheaper to generate than optional keys): mostly good values, some odd ones.
+# Near-valid reports (tests/devices/fuzzing.py), arbitrary JSON and arbitrary bytes.
 _ODD_VALUES: list[Any] = [
     None, True, 0, -1, 2.5, 101, 10**400, "", "x", "NaN", [], {}, [{}], ["a"]
 ]  # fmt: skip
 
 
-def _table(fields: dict[str, list[Any]]) -> list[tuple[str, Any]]:
-    """(key, value) pairs, for each key four drawn from its own values to one odd value."""
-    return [
-        (key, value)
-        for key, values in fields.items()
-        for value in [*values * (4 * len(_ODD_VALUES) // len(values) + 1), *_ODD_VALUES]
-    ]
+_table = partial(key_value_table, odd_values=_ODD_VALUES)
+_object = partial(near, odd_values=_ODD_VALUES)
 
-
-def _changed(base: dict[str, Any], pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    return {**base, **dict(pairs)}
-
-
-def _object(
-    base: dict[str, Any], fields: dict[str, list[Any]], changes: int = 2
-) -> st.SearchStrategy[dict[str, Any]]:
-    return st.lists(st.sampled_from(_table(fields)), max_size=changes).map(
-        lambda pairs: _changed(base, pairs)
-    )
-
-
-_JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
 _TIMES = ["2018-02-03T16:20:50.52Z", "2020-09-23T18:20:50+02:00", "2020-09-23T16:20:50"]
 _MEASURES = _object(
     {"@type": "Volume", "value": 2.5, "unit": "LITER"},
@@ -1039,7 +1020,7 @@ _ALEXA_FIELDS = {
     "timeOfSample": _TIMES,
 }
 _ALEXA = st.builds(
-    lambda base, measure, pairs: _changed({**base, "value": measure, "usage": measure}, pairs),
+    lambda base, measure, pairs: with_changes({**base, "value": measure, "usage": measure}, pairs),
     st.sampled_from([ALEXA_LEVEL, ALEXA_USAGE]),
     _MEASURES,
     st.lists(st.sampled_from(_table(_ALEXA_FIELDS)), max_size=2),
@@ -1083,7 +1064,7 @@ _PRODUCTS = st.lists(
     max_size=3,
 )
 _MATTER = st.builds(
-    lambda products, pairs: _changed({**MATTER, "replacementProductList": products}, pairs),
+    lambda products, pairs: with_changes({**MATTER, "replacementProductList": products}, pairs),
     _PRODUCTS,
     st.lists(
         st.sampled_from(
@@ -1117,12 +1098,12 @@ _PAYLOADS = st.one_of(
         shape.map(lambda document: json.dumps(document).encode())
         for shape in (_ALEXA, _ENVELOPES, _MATTER, _PLAIN)
     ),
-    _JSON.map(lambda value: json.dumps(value).encode()),
+    ANY_JSON.map(lambda value: json.dumps(value).encode()),
     st.dictionaries(
         st.sampled_from(
             ["event", "namespace", "condition", "changeIndication", "level", "usage", "slot"]
         ),
-        _JSON,
+        ANY_JSON,
         max_size=3,
     ).map(lambda value: json.dumps(value).encode()),
     st.binary(max_size=40),
@@ -1140,13 +1121,7 @@ _FUZZ_CONFIGS = [
 ]
 
 
-@settings(
-    max_examples=FUZZ_EXAMPLES,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@fuzz_settings
 @given(payload=_PAYLOADS)
 def test_fuzz_only_decode_errors_escape(payload: bytes) -> None:
     with contextlib.suppress(DecodeError):

@@ -2,20 +2,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from devices import theengs
 from devices.ble import find_mac
 from devices.model import DecodeError, Message, Sighting
+from tests.devices.fuzzing import fuzz_settings
 from tests.shared_fixtures import load_jsonl
 
-FUZZ_EXAMPLES = int(os.environ.get("LANTERN_FUZZ_EXAMPLES", "10000"))
 RECEIVED_AT = datetime(2026, 3, 14, 9, 26, 53, tzinfo=UTC)
 FIXTURES = load_jsonl("theengs_raw.jsonl")
 IBEACON_IDENTITY = "ibeacon:426c7565-4368-6172-6d42-6561636f6e73-3838-4949"
@@ -283,13 +282,7 @@ _TOPICS = st.sampled_from(
 )
 
 
-@settings(
-    max_examples=FUZZ_EXAMPLES,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@fuzz_settings
 @given(topic=_TOPICS, payload=_PAYLOADS)
 def test_fuzz_only_decode_errors_escape(topic: str, payload: bytes) -> None:
     with contextlib.suppress(DecodeError):

@@ -6,21 +6,21 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import os
 import re
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from devices import wifi
 from devices.ble import find_mac
 from devices.model import DecodeError, Message
+from tests.devices.fuzzing import ANY_JSON, fuzz_settings, key_value_table, near, with_changes
 from tests.shared_fixtures import load_json
 
-FUZZ_EXAMPLES = int(os.environ.get("LANTERN_FUZZ_EXAMPLES", "10000"))
 RECEIVED_AT = datetime(2026, 3, 14, 9, 26, 53, tzinfo=UTC)
 TOPIC = "lantern/store-1/wifi/meraki"
 MERAKI = load_json("meraki_v3_wifi.json")
@@ -584,42 +584,16 @@ def test_validate_secret(payload: dict[str, Any], secret: str, valid: bool) -> N
 # --- fuzz --------------------------------------------------------------------------------------
 
 
-# Whole and broken Meraki posts and AP observations, arbitrary JSON and arbitrary bytes. Each
-# object is a good one with a few of its keys replaced by (key, value) pairs drawn from a table
-# (far cheaper to generate than optional keys): mostly other good values, some odd ones.
+# Near-valid Meraki posts and AP observations (tests/devices/fuzzing.py), arbitrary JSON and
+# arbitrary bytes.
 _ODD_VALUES: list[Any] = [
     None, True, 0, -47, 2.5, 10**400, "", "x", "-47", "NaN", "1e999", [], {}, [{}], ["a"]
 ]  # fmt: skip
 
 
-def _table(fields: dict[str, list[Any]]) -> list[tuple[str, Any]]:
-    """(key, value) pairs, for each key four drawn from its own values to one odd value."""
-    return [
-        (key, value)
-        for key, values in fields.items()
-        for value in [*values * (4 * len(_ODD_VALUES) // len(values) + 1), *_ODD_VALUES]
-    ]
+_table = partial(key_value_table, odd_values=_ODD_VALUES)
+_object = partial(near, odd_values=_ODD_VALUES)
 
-
-def _changed(base: dict[str, Any], pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    return {**base, **dict(pairs)}
-
-
-def _object(
-    base: dict[str, Any], fields: dict[str, list[Any]], changes: int = 2
-) -> st.SearchStrategy[dict[str, Any]]:
-    return st.lists(st.sampled_from(_table(fields)), max_size=changes).map(
-        lambda pairs: _changed(base, pairs)
-    )
-
-
-_JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
 # Mostly good values; the last of each list is broken in its own way.
 _TIMES = [
     "2019-11-28T14:27:46Z",
@@ -664,7 +638,7 @@ def _observation(
     pairs: list[tuple[str, Any]],
 ) -> dict[str, Any]:
     base = {"clientMac": CLIENT, "locations": locations, "latestRecord": latest}
-    return _changed({**base, "bleBeacons": beacons}, pairs)
+    return with_changes({**base, "bleBeacons": beacons}, pairs)
 
 
 _OBSERVATIONS = st.builds(
@@ -698,7 +672,7 @@ def _post(
     pairs: list[tuple[str, Any]],
 ) -> bytes:
     data = {"observations": observations, "reportingAps": aps}
-    document = _changed({"version": "3.0", "type": kind, "data": data}, pairs)
+    document = with_changes({"version": "3.0", "type": kind, "data": data}, pairs)
     return json.dumps(document).encode()
 
 
@@ -729,22 +703,18 @@ _PAYLOADS = st.one_of(
     _POSTS,
     _POSTS,
     _AP_OBSERVATIONS,
-    _JSON.map(lambda value: json.dumps(value).encode()),
+    ANY_JSON.map(lambda value: json.dumps(value).encode()),
     st.dictionaries(
-        st.sampled_from(["version", "type", "data", "mac", "ap", "rssi", "time"]), _JSON, max_size=4
+        st.sampled_from(["version", "type", "data", "mac", "ap", "rssi", "time"]),
+        ANY_JSON,
+        max_size=4,
     ).map(lambda value: json.dumps(value).encode()),
     st.binary(max_size=40),
 )
 _SOURCES = st.sampled_from(["meraki", "", "aa:bb:cc:dd:ee:ff", CISCO_AP_NAME, "ap-7"])
 
 
-@settings(
-    max_examples=FUZZ_EXAMPLES,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@fuzz_settings
 @given(source=_SOURCES, payload=_PAYLOADS)
 def test_fuzz_only_decode_errors_escape(source: str, payload: bytes) -> None:
     with contextlib.suppress(DecodeError):

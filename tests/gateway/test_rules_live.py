@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.localbroker import Mosquitto
@@ -38,6 +39,15 @@ limits: {per_visitor: 1/day}
 """
 
 
+@pytest.fixture
+def rules_dir(tmp_path: Path) -> Path:
+    """A rules folder holding the quick offer."""
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    (folder / "quick-offer.yaml").write_text(OFFER_RULE)
+    return folder
+
+
 class Subscriber:
     """A signage screen: a paho client on the action topics."""
 
@@ -62,11 +72,8 @@ def sightings(visitor: str, room: str, count: int) -> list[tuple[str, str]]:
 
 
 def test_a_loyal_dweller_gets_the_offer_on_the_screen_and_the_central_record(
-    broker: Mosquitto, tmp_path: Path
+    broker: Mosquitto, tmp_path: Path, rules_dir: Path
 ) -> None:
-    rules_dir = tmp_path / "rules"
-    rules_dir.mkdir()
-    (rules_dir / "quick-offer.yaml").write_text(OFFER_RULE)
     screen = Subscriber(broker.port, "store/s1/signage/#")
 
     async def scenario() -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -136,11 +143,8 @@ def test_a_loyal_dweller_gets_the_offer_on_the_screen_and_the_central_record(
 
 
 def test_hot_reload_takes_a_valid_set_and_refuses_an_invalid_one(
-    broker: Mosquitto, tmp_path: Path
+    broker: Mosquitto, tmp_path: Path, rules_dir: Path
 ) -> None:
-    rules_dir = tmp_path / "rules"
-    rules_dir.mkdir()
-    (rules_dir / "quick-offer.yaml").write_text(OFFER_RULE)
 
     async def scenario() -> None:
         settings = make_settings(
@@ -169,10 +173,9 @@ def test_hot_reload_takes_a_valid_set_and_refuses_an_invalid_one(
     asyncio.run(scenario())
 
 
-def test_a_once_a_day_offer_stays_given_across_a_restart(broker: Mosquitto, tmp_path: Path) -> None:
-    rules_dir = tmp_path / "rules"
-    rules_dir.mkdir()
-    (rules_dir / "quick-offer.yaml").write_text(OFFER_RULE)
+def test_a_once_a_day_offer_stays_given_across_a_restart(
+    broker: Mosquitto, tmp_path: Path, rules_dir: Path
+) -> None:
     settings = make_settings(
         tmp_path / "data",
         broker.url,
