@@ -40,7 +40,8 @@ from biip.symbology import GS1Symbology, ISOSymbology, SymbologyIdentifier
 from biip.upc import Upc
 
 from devices.ble import json_object, json_str, json_type
-from devices.model import DecodeError, Message, Observation, ScanRead
+from devices.model import Message, Observation, ScanRead
+from lantern.errors import DecodeError
 
 _GTIN_LENGTHS = frozenset({8, 12, 13, 14})
 _UPC_E_LENGTHS = frozenset({6, 7, 8})  # payload only; with number system; with check digit

@@ -26,7 +26,8 @@ from bluetooth_data_tools import parse_advertisement_data_bytes
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, StringConstraints
 from pydantic import ValidationError as _ValidationError
 
-from devices.model import DecodeError, Message, normalize_mac
+from devices.model import Message, normalize_mac
+from lantern.errors import DecodeError
 
 _HEX = "[0-9a-f]"
 Uuid = Annotated[

@@ -28,7 +28,6 @@ from devices.ble import (
     json_str,
 )
 from devices.model import (
-    DecodeError,
     DeviceStatus,
     Message,
     Observation,
@@ -36,6 +35,7 @@ from devices.model import (
     Telemetry,
     normalize_mac,
 )
+from lantern.errors import DecodeError
 
 _DEVICES_LEVEL = "devices"
 _ROOMS_LEVEL = "rooms"

@@ -19,13 +19,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-
-class DecodeError(ValueError):
-    """A message of a decoder's family that cannot be decoded; ``reason`` says why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+from lantern.errors import DecodeError
 
 
 @dataclass(frozen=True, slots=True)

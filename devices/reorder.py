@@ -44,7 +44,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from devices.barcode import gtin14, json_time
 from devices.ble import json_number, json_object, json_str, json_type
-from devices.model import DecodeError, Message, Observation
+from devices.model import Message, Observation
+from lantern.errors import DecodeError
 
 AMAZON_DEBOUNCE_REPORTS = 3  # Dash Replenishment orders after 3 consecutive low reports
 _PERCENT_FULL = 100.0  # a Matter condition and an Alexa Percentage are 0..100

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from devices.model import DecodeError, DeviceStatus, Message, Observation
+from devices.model import DeviceStatus, Message, Observation
+from lantern.errors import DecodeError
 
 _STATES = {"online": True, "offline": False, "connected": True, "disconnected": False}
 

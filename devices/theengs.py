@@ -29,7 +29,8 @@ from devices.ble import (
     json_type,
     uuid_text,
 )
-from devices.model import DecodeError, Message, Observation, Sighting, normalize_mac
+from devices.model import Message, Observation, Sighting, normalize_mac
+from lantern.errors import DecodeError
 
 _BLE_LEVEL = "BTtoMQTT"
 _UNDECODED_LEVEL = "undecoded"

@@ -38,7 +38,8 @@ from devices.ble import (
     json_type,
     parse_advertisement,
 )
-from devices.model import DecodeError, Message, Observation, Sighting, normalize_mac
+from devices.model import Message, Observation, Sighting, normalize_mac
+from lantern.errors import DecodeError
 
 _MERAKI_VERSIONS = frozenset({"3.0", "3"})  # v2 posts are per AP, not per client: not read
 _MERAKI_TECHNOLOGIES: Mapping[str, Literal["ble", "wifi"]] = {

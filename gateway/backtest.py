@@ -35,6 +35,7 @@ from gateway.pipeline import DedupWindow, Pipeline, Processed
 from gateway.privacy import Pseudonymizer
 from gateway.router import Router, default_decoders
 from gateway.stages import HealthStage, ReorderStage, location_stage
+from lantern.errors import RecordingError
 from rules.engine import Action, RuleEngine
 from rules.model import RuleSet
 
@@ -51,10 +52,6 @@ PROGRESS_EVERY_LINES = 10_000  # a few hundred milliseconds of replay
 _OBSERVED_TYPES = frozenset(
     {"lantern.presence.sighted", "lantern.scan.read", "lantern.device.telemetry"}
 )
-
-
-class RecordingError(ValueError):
-    """A recording line that is not in DESIGN.md's format; says which line and why."""
 
 
 @dataclass(frozen=True, slots=True)

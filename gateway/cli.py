@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from gateway.config import Settings, load_settings
-from gateway.errors import ConfigError
+from lantern.errors import ConfigError
 
 if TYPE_CHECKING:
     from rules.model import RuleSet
@@ -174,7 +174,7 @@ app.add_typer(rules_app, name="rules")
 def _rules_or_exit(directory: Path) -> RuleSet:
     """The folder's rules, or each problem as 'error: file: field: what' and exit status 1."""
     from gateway.rulesdir import read_rules
-    from rules.model import RulesInvalid
+    from lantern.errors import RulesInvalid
 
     try:
         return read_rules(directory)
@@ -209,7 +209,8 @@ def rules_test(
     One JSON object a line: derived events, actions, traces (with --explain), then a summary
     per rule. The same recording always gives the same output.
     """
-    from gateway.backtest import RecordingError, backtest
+    from gateway.backtest import backtest
+    from lantern.errors import RecordingError
 
     settings = settings_or_exit(config)
     rules = _rules_or_exit(rules_dir)

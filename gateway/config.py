@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from devices.registry import DeviceSpec
-from gateway.errors import ConfigError
+from lantern.errors import ConfigError
 from rules.presence import PresenceSettings
 from rules.zones import AudienceSpec, ZoneSpec
 

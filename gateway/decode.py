@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from devices.ble import parse_advertisement
-from devices.model import DecodeError, Sighting
+from devices.model import Sighting
 from gateway.config import Settings
 from gateway.events import IdGenerator
 from gateway.mqtt import Inbound
 from gateway.pipeline import DedupWindow, Pipeline
 from gateway.privacy import Pseudonymizer, load_or_create_secret
 from gateway.router import Router, default_decoders
+from lantern.errors import DecodeError
 
 LOCAL_SCANNER = "local"  # the scanner name of an advertisement decoded by hand
 

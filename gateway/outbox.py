@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import sqlite_utils
 
 from gateway.config import OutboxSettings
-from gateway.errors import OutboxError
+from lantern.errors import OutboxError
 
 log = logging.getLogger(__name__)
 

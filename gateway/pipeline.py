@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from devices.model import DecodeError, Message, Observation
+from devices.model import Message, Observation
 from gateway.events import CloudEvent, IdGenerator, format_time, store_source
 from gateway.mqtt import Inbound
 from gateway.outbox import Batch, DeadLetter, EventRow
 from gateway.privacy import Pseudonymizer
 from gateway.router import Router
+from lantern.errors import DecodeError
 
 log = logging.getLogger(__name__)
 

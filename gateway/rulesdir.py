@@ -12,7 +12,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from rules.model import RuleProblem, RuleSet, RulesInvalid, parse_rules
+from lantern.errors import RuleProblem, RulesInvalid
+from rules.model import RuleSet, parse_rules
 
 log = logging.getLogger(__name__)
 

@@ -19,16 +19,10 @@ from typing import Any
 
 import cel
 
+from lantern.errors import ConditionError, ConditionSyntaxError
+
 # The CEL library reports each syntax error as "ERROR: <input>:LINE:COLUMN: message".
 _SYNTAX_ERROR = re.compile(r"ERROR: <input>:(\d+):(\d+): ([^\n]*)")
-
-
-class ConditionSyntaxError(ValueError):
-    """A condition that does not compile; the message names the line and column."""
-
-
-class ConditionError(ValueError):
-    """A condition that failed at run time or did not give a boolean."""
 
 
 class Variables:

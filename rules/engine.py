@@ -54,10 +54,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict
 
-from rules.conditions import ConditionError, Variables
+from lantern.errors import ConditionError, TemplateError
+from rules.conditions import Variables
 from rules.limits import RuleLimiter
 from rules.model import DWELLED, WEEKDAYS, Rule, RuleSet, topic_problem
-from rules.templates import TemplateError
 
 Outcome = Literal[
     "fired",

@@ -63,11 +63,11 @@ from pydantic import (
 )
 
 from devices.barcode import gtin14
-from devices.model import DecodeError
+from lantern.errors import DecodeError, RuleProblem, RulesInvalid, TemplateError
 from rules import conditions
 from rules.conditions import Condition
 from rules.limits import Rate
-from rules.templates import JsonTemplate, TemplateError, TextTemplate, is_template
+from rules.templates import JsonTemplate, TextTemplate, is_template
 
 EVENT_PREFIX = "lantern."  # the gateway's own CloudEvent types; a short name gets it
 DWELLED = "lantern.zone.dwelled"
@@ -86,26 +86,6 @@ _HOUR_RANGE = re.compile(r"([0-9]{1,2}):([0-9]{2})\s*-\s*([0-9]{1,2}):([0-9]{2})
 _MINUTES_PER_DAY = 24 * 60  # "24:00" may end a range: the end of the day
 _GTIN14_DIGITS = 14  # GTINs are right-aligned in 14 digits, so zero-padding keeps them valid
 _MQTT_WILDCARDS = ("+", "#")  # allowed in subscriptions only, never in a published topic
-
-
-@dataclass(frozen=True, slots=True)
-class RuleProblem:
-    """What is wrong with one field of one rule file; str() is ``file: field: message``."""
-
-    file: str
-    field: str  # a dotted path (then[0].publish.topic), or (yaml) for the file as a whole
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.field}: {self.message}"
-
-
-class RulesInvalid(ValueError):
-    """A rule set that cannot be used: every problem of every file, in file order."""
-
-    def __init__(self, problems: list[RuleProblem]) -> None:
-        super().__init__("\n".join(str(problem) for problem in problems))
-        self.problems = problems
 
 
 # --- values written as text in the YAML ---------------------------------------------------

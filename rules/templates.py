@@ -25,6 +25,8 @@ from typing import Any, TypeAlias
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from lantern.errors import TemplateError
+
 _TEMPLATE_MARKERS = ("{{", "{%", "{#")  # Jinja's expression, statement and comment openers
 
 
@@ -35,15 +37,6 @@ def _blank_null(value: Any) -> Any:
 _ENV = ImmutableSandboxedEnvironment(
     undefined=jinja2.StrictUndefined, autoescape=False, finalize=_blank_null
 )
-
-
-class TemplateError(ValueError):
-    """A template that does not compile or fails to render, at ``path`` in its JSON value."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(message)
-        self.path = path
-        self.message = message
 
 
 class ValueTemplate:

@@ -15,10 +15,10 @@ import logging
 import aiohttp
 
 from gateway.config import HttpSinkSettings
-from gateway.errors import RejectedBatchError, RetryableSinkError
 from gateway.events import BATCH_CONTENT_TYPE
 from gateway.mqtt import backoff_delay_s
 from gateway.outbox import ACTION_PUBLISH_TYPE, Outbox, Page, TypeFilter
+from lantern.errors import RejectedBatchError, RetryableSinkError
 
 log = logging.getLogger(__name__)
 

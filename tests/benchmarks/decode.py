@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tests.benchmarks.decode [--seconds 1.0]
 
-Each family decodes the fixtures of ../shared/fixtures (and simulator traffic where the
+Each family decodes the test vectors of tests/fixtures/ (and simulator traffic where the
 fixtures have only a line or two) in a loop for the given time; also the raw-advertisement
 parser. Figures only: no target is asserted.
 """
@@ -20,7 +20,7 @@ from devices.model import Message
 from firmware_stubs.store_sim import StoreSimulator
 from gateway.config import DEFAULT_SOURCES
 from gateway.router import Router, default_decoders
-from tests.shared_fixtures import load_json, load_jsonl
+from tests.fixture_files import load_json, load_jsonl
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 

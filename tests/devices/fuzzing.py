@@ -1,5 +1,5 @@
-"""What the decoders' seeded fuzz tests share: the example count, the settings, and the
-strategies that make near-valid JSON objects.
+"""What the decoders' seeded fuzz tests share: the strategies that make near-valid JSON
+objects. How many examples each runs is the Hypothesis profile's (tests/conftest.py).
 
 A near-valid object is a good one with a few keys replaced by (key, value) pairs drawn from a
 table (far cheaper to generate than optional keys): mostly other good values, some odd ones.
@@ -7,23 +7,9 @@ table (far cheaper to generate than optional keys): mostly other good values, so
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-
-FUZZ_EXAMPLES = int(os.environ.get("LANTERN_FUZZ_EXAMPLES", "10000"))
-
-# Seeded (derandomized) so that CI and a developer see the same examples; no deadline, since
-# a loaded CI box is slow now and then, and big generated payloads are the point.
-fuzz_settings = settings(
-    max_examples=FUZZ_EXAMPLES,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
 
 ANY_JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),

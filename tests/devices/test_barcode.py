@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from devices import barcode
-from devices.model import DecodeError, Message, ScanRead
-from tests.devices.fuzzing import FUZZ_EXAMPLES
-from tests.shared_fixtures import load_json
+from devices.model import Message, ScanRead
+from lantern.errors import DecodeError
+from tests.fixture_files import load_json
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 DIGITAL_LINK = "https://id.gs1.org/01/09506000134352/10/ABC123"
@@ -207,7 +207,6 @@ def test_broken_gs1_data_or_json_is_a_decode_error(payload: bytes) -> None:
         read(payload)
 
 
-@settings(max_examples=FUZZ_EXAMPLES, derandomize=True, deadline=None)
 @given(
     st.one_of(
         st.binary(max_size=80),

@@ -17,9 +17,8 @@ from devices.ble import (
     parse_manufacturer_data,
     parse_service_data,
 )
-from devices.model import DecodeError
-from tests.devices.fuzzing import fuzz_settings
-from tests.shared_fixtures import load_json
+from lantern.errors import DecodeError
+from tests.fixture_files import load_json
 
 EDDYSTONE = "0000feaa-0000-1000-8000-00805f9b34fb"
 ADVERTS = load_json("ble_adverts.json")
@@ -301,7 +300,6 @@ _ADVERTISEMENTS = st.lists(
 ).map(b"".join)
 
 
-@fuzz_settings
 @given(adv=_ADVERTISEMENTS)
 def test_fuzz_only_decode_errors_escape(adv: bytes) -> None:
     # parse_advertisement reaches every decoder: frame_from_advertisement, then

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from devices import espresense
 from devices.ble import find_mac
-from devices.model import DecodeError, DeviceStatus, Message, Sighting, Telemetry
-from tests.devices.fuzzing import fuzz_settings
-from tests.shared_fixtures import load_jsonl
+from devices.model import DeviceStatus, Message, Sighting, Telemetry
+from lantern.errors import DecodeError
+from tests.fixture_files import load_jsonl
 
 RECEIVED_AT = datetime(2026, 3, 14, 9, 26, 53, tzinfo=UTC)
 FIXTURES = load_jsonl("espresense.jsonl")
@@ -265,7 +265,6 @@ _TOPICS = st.sampled_from(
 )
 
 
-@fuzz_settings
 @given(
     topic=_TOPICS,
     topic_id=st.sampled_from([IBEACON_ID, "c4dee2aa0a11", "name:x", "iBeacon:x", ""]),

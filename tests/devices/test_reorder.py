@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from devices import reorder
-from devices.model import DecodeError, Message
+from devices.model import Message
 from devices.reorder import (
     ReorderCleared,
     ReorderReport,
@@ -24,15 +24,14 @@ from devices.reorder import (
     SlotConfig,
     SlotState,
 )
+from lantern.errors import DecodeError
 from tests.devices.fuzzing import (
     ANY_JSON,
-    FUZZ_EXAMPLES,
-    fuzz_settings,
     key_value_table,
     near,
     with_changes,
 )
-from tests.shared_fixtures import load_jsonl
+from tests.fixture_files import load_jsonl
 
 RECEIVED_AT = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 TOPIC = "lantern/store-1/reorder/coffee-1"
@@ -1121,7 +1120,6 @@ _FUZZ_CONFIGS = [
 ]
 
 
-@fuzz_settings
 @given(payload=_PAYLOADS)
 def test_fuzz_only_decode_errors_escape(payload: bytes) -> None:
     with contextlib.suppress(DecodeError):
@@ -1144,7 +1142,7 @@ _LEVELS = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 5.0]  # MILK: threshold 1, re-arm 2, ca
 _STEPS = st.lists(st.sampled_from([*_LEVELS * 3, "refill", "restart"]), max_size=30)
 
 
-@settings(max_examples=FUZZ_EXAMPLES // 10, derandomize=True, database=None, deadline=None)
+@settings(max_examples=max(100, settings.default.max_examples // 10))
 @given(steps=_STEPS)
 def test_fuzz_the_debounce_follows_its_rule(steps: list[float | str]) -> None:
     tracker = ReorderTracker([MILK])

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from devices import theengs
 from devices.ble import find_mac
-from devices.model import DecodeError, Message, Sighting
-from tests.devices.fuzzing import fuzz_settings
-from tests.shared_fixtures import load_jsonl
+from devices.model import Message, Sighting
+from lantern.errors import DecodeError
+from tests.fixture_files import load_jsonl
 
 RECEIVED_AT = datetime(2026, 3, 14, 9, 26, 53, tzinfo=UTC)
 FIXTURES = load_jsonl("theengs_raw.jsonl")
@@ -282,7 +282,6 @@ _TOPICS = st.sampled_from(
 )
 
 
-@fuzz_settings
 @given(topic=_TOPICS, payload=_PAYLOADS)
 def test_fuzz_only_decode_errors_escape(topic: str, payload: bytes) -> None:
     with contextlib.suppress(DecodeError):

@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 
 from devices import wifi
 from devices.ble import find_mac
-from devices.model import DecodeError, Message
-from tests.devices.fuzzing import ANY_JSON, fuzz_settings, key_value_table, near, with_changes
-from tests.shared_fixtures import load_json
+from devices.model import Message
+from lantern.errors import DecodeError
+from tests.devices.fuzzing import ANY_JSON, key_value_table, near, with_changes
+from tests.fixture_files import load_json
 
 RECEIVED_AT = datetime(2026, 3, 14, 9, 26, 53, tzinfo=UTC)
 TOPIC = "lantern/store-1/wifi/meraki"
@@ -714,7 +715,6 @@ _PAYLOADS = st.one_of(
 _SOURCES = st.sampled_from(["meraki", "", "aa:bb:cc:dd:ee:ff", CISCO_AP_NAME, "ap-7"])
 
 
-@fuzz_settings
 @given(source=_SOURCES, payload=_PAYLOADS)
 def test_fuzz_only_decode_errors_escape(source: str, payload: bytes) -> None:
     with contextlib.suppress(DecodeError):

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from gateway.config import load_settings
-from gateway.errors import ConfigError
 from gateway.localbroker import BROKER_TUNING
+from lantern.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from gateway.cli import app
-from tests.shared_fixtures import load_json, load_jsonl
+from tests.fixture_files import load_json, load_jsonl
 
 runner = CliRunner()
 

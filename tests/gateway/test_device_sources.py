@@ -11,8 +11,8 @@ import aiohttp
 
 from gateway.localbroker import Mosquitto
 from gateway.receiver import Receiver
+from tests.fixture_files import load_json
 from tests.helpers import Publisher, make_settings, running_gateway, wait_until
-from tests.shared_fixtures import load_json
 
 COFFEE_PODS_GTIN = "07612100055557"
 REGISTRY = [

@@ -20,7 +20,7 @@ from devices.model import Message, Sighting
 from gateway.config import BleSettings
 from gateway.mqtt import Inbound
 from gateway.sources.ble import BleSource
-from tests.shared_fixtures import load_json
+from tests.fixture_files import load_json
 
 ADVERTS = load_json("ble_adverts.json")
 

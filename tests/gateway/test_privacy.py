@@ -17,8 +17,8 @@ import aiohttp
 from firmware_stubs.store_sim import StoreSimulator
 from gateway.localbroker import Mosquitto
 from gateway.receiver import Receiver
+from tests.fixture_files import load_json, load_jsonl
 from tests.helpers import Publisher, make_settings, running_gateway, wait_until
-from tests.shared_fixtures import load_json, load_jsonl
 
 _MAC = re.compile(r"^(?:[0-9A-Fa-f]{2}[:-]?){5}[0-9A-Fa-f]{2}$")
 _MAC_KEYS = {"mac", "id", "clientMac", "apMac", "nearestApMac", "ap"}

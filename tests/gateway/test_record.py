@@ -15,8 +15,8 @@ from gateway.backtest import backtest, read_recording
 from gateway.localbroker import Mosquitto
 from gateway.record import record
 from rules.model import parse_rules
+from tests.fixture_files import load_json
 from tests.helpers import Publisher, make_settings, running_gateway, wait_until
-from tests.shared_fixtures import load_json
 
 PHONE_MAC = "c2f0aa000001"
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from lantern.errors import TemplateError
 from rules.limits import Rate
 from rules.model import (
     RuleProblem,
@@ -18,7 +19,6 @@ from rules.model import (
     parse_rate,
     parse_rules,
 )
-from rules.templates import TemplateError
 
 COFFEE = """\
 id: coffee-pods-offer
