@@ -24,20 +24,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from devices.health import Inventory
-from devices.registry import expected_intervals, slot_configs
-from devices.reorder import ReorderTracker
+from gateway.batch import Inbound
+from gateway.build import build
 from gateway.config import Settings
-from gateway.events import IdGenerator
-from gateway.mqtt import Inbound
-from gateway.outbox import ACTION_PUBLISH_TYPE
-from gateway.pipeline import DedupWindow, Pipeline, Processed
+from gateway.events import ACTION_PUBLISH_TYPE, IdGenerator
+from gateway.pipeline import DedupWindow, Processed
 from gateway.privacy import Pseudonymizer
-from gateway.router import Router, default_decoders
-from gateway.stages import HealthStage, ReorderStage, location_stage
 from lantern.errors import RecordingError
 from rules.engine import Action, RuleEngine
 from rules.model import RuleSet
+
+__all__ = [
+    "BACKTEST_ID_SEED",
+    "BACKTEST_PSEUDONYM_KEY",
+    "RecordedMessage",
+    "backtest",
+    "read_recording",
+]
 
 # Fixed, not secret: a recording's addresses are already stand-ins (gateway/record.py), and a
 # fixed key is what makes two runs over one recording give the same pseudonyms.
@@ -73,7 +76,7 @@ def read_recording(lines: Iterable[str]) -> Iterator[RecordedMessage]:
                 payload = base64.b64decode(line["payload_b64"], validate=True)
             else:
                 payload = str(line["payload"]).encode("utf-8")
-            inbound = Inbound(str(line["topic"]), payload, int(line.get("qos", 1)), 0, False, at, 0)
+            inbound = Inbound.recorded(str(line["topic"]), payload, int(line.get("qos", 1)), at)
         except KeyError as exc:
             raise RecordingError(f"line {number}: no {exc.args[0]!r}") from None
         except json.JSONDecodeError as exc:
@@ -93,33 +96,29 @@ def backtest(
     """The output objects, in order; RecordingError on a malformed line. ``on_progress`` is
     told the line number and recording time every ``PROGRESS_EVERY_LINES`` lines."""
     actions: list[Action] = []
-    location = location_stage(settings, rules, actions.append, _TRACES_PER_STEP)
-    pipeline = Pipeline(
-        settings.store_id,
-        Router(settings.sources, settings.store_id, default_decoders()),
+    wiring = build(
+        settings,
+        rules,
         Pseudonymizer(BACKTEST_PSEUDONYM_KEY),
         IdGenerator(random.Random(BACKTEST_ID_SEED)),
-        settings.mqtt.max_payload_bytes,
         DedupWindow(settings.outbox.dedup_window_messages),
-        stages=[
-            HealthStage(Inventory(expected_intervals(settings.devices))),
-            ReorderStage(ReorderTracker(slot_configs(settings.devices))),
-            location,
-        ],
+        on_action=actions.append,
+        trace_capacity=_TRACES_PER_STEP,
     )
+    pipeline, engine = wiring.pipeline, wiring.rules.engine
     next_tick: datetime | None = None
     for message in read_recording(lines):
         at = message.inbound.received_at
         next_tick = next_tick or at + _TICK
         while next_tick <= at:
             yield from _output(pipeline.tick(next_tick), actions)
-            yield from _explained(location.engine, explain)
+            yield from _explained(engine, explain)
             next_tick += _TICK
         yield from _output(pipeline.process([message.inbound]), actions)
-        yield from _explained(location.engine, explain)
+        yield from _explained(engine, explain)
         if on_progress is not None and message.line % PROGRESS_EVERY_LINES == 0:
             on_progress(message.line, at)
-    summary = location.engine.summary()
+    summary = engine.summary()
     for rule in sorted(rules.ids()):
         yield {"kind": "summary", "rule": rule, **summary.get(rule, {})}
 

@@ -8,15 +8,15 @@ import logging
 import signal
 import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from gateway.config import Settings, load_settings
-from lantern.errors import ConfigError
+from lantern.errors import BrokerUnreachable, ConfigError, DecodeError, StartupError
 
 if TYPE_CHECKING:
     from rules.model import RuleSet
@@ -58,6 +58,12 @@ def setup_logging(level: int = logging.INFO) -> None:
     )
 
 
+def _fail(message: str, status: int) -> NoReturn:
+    """The one line a user reads, and the exit status."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(status)
+
+
 def settings_or_exit(config: Path | None) -> Settings:
     """The validated settings, or every problem on its own line and exit status 2."""
     try:
@@ -86,7 +92,11 @@ def run(config: ConfigOption = None) -> None:
             loop.add_signal_handler(signum, stop.set)
         await Gateway(settings).run(stop)
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    except StartupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -119,23 +129,25 @@ def decode(
     """Decode a payload as the gateway would; print its CloudEvents as JSON lines.
 
     On a decode error: 'error: <reason>' on stderr, exit status 2. MAC addresses are
-    pseudonymised with this gateway's secret, as everywhere else.
+    pseudonymised with this box's secret when the data folder has one (else a throw-away key).
     """
     from gateway.decode import decode_advertisement, decode_payload
 
     settings = settings_or_exit(config)
+    setup_logging(logging.ERROR)  # the error line says what a dead letter's log line would
     if (topic is None) == (adv is None):
-        typer.echo("error: give exactly one of --topic or --adv", err=True)
-        raise typer.Exit(2)
+        _fail("give exactly one of --topic or --adv", 2)
+    now = datetime.now(UTC)
     try:
         if adv is not None:
-            lines = decode_advertisement(settings, adv)
+            lines = decode_advertisement(settings, adv, now)
         else:
             payload = file.read_bytes() if file is not None else sys.stdin.buffer.read()
-            lines = decode_payload(settings, topic or "", payload)
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+            lines = decode_payload(settings, topic or "", payload, now)
+    except OSError as exc:
+        _fail(f"{exc.filename}: {exc.strerror}", 2)
+    except DecodeError as exc:
+        _fail(exc.reason, 2)
     for line in lines:
         typer.echo(line)
 
@@ -163,7 +175,12 @@ def record_command(
             loop.call_later(seconds, stop.set)
         return await record(settings, out, stop)
 
-    lines = asyncio.run(recording())
+    try:
+        lines = asyncio.run(recording())
+    except BrokerUnreachable as exc:
+        _fail(str(exc), 1)
+    except OSError as exc:
+        _fail(f"{out}: {exc.strerror}", 1)
     typer.echo(f"recorded {lines} messages to {out}", err=True)
 
 

@@ -232,9 +232,9 @@ class Settings(BaseSettings):
 
 
 class _ShortEnvSource(PydanticBaseSettingsSource):
-    """The short variables DESIGN.md promises, mapped onto their nested keys."""
+    """The short variables the README documents, mapped onto their nested keys."""
 
-    _SHORT: ClassVar[dict[str, tuple[str, str]]] = {
+    SHORT: ClassVar[dict[str, tuple[str, str]]] = {
         "LANTERN_MQTT_URL": ("mqtt", "url"),
         "LANTERN_FORWARD_URL": ("http_sink", "url"),
     }
@@ -244,7 +244,7 @@ class _ShortEnvSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
-        for variable, (section, key) in self._SHORT.items():
+        for variable, (section, key) in self.SHORT.items():
             if value := os.environ.get(variable):
                 values.setdefault(section, {})[key] = value
         return values
@@ -255,7 +255,6 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     environ = os.environ if environ is None else environ
     if path is None and environ.get("LANTERN_CONFIG"):
         path = Path(environ["LANTERN_CONFIG"])
-    origin = str(path) if path else "environment"
     file_values: dict[str, Any] = {}
     if path is not None:
         try:
@@ -270,12 +269,27 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     try:
         return Settings(**file_values)
     except ValidationError as exc:
-        raise ConfigError([_problem_line(origin, error) for error in exc.errors()]) from None
+        raise ConfigError([_problem_line(path, environ, error) for error in exc.errors()]) from None
 
 
-def _problem_line(origin: str, error: Mapping[str, Any]) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+def _problem_line(path: Path | None, environ: Mapping[str, str], error: Mapping[str, Any]) -> str:
+    """``origin: key: what is wrong``, the origin being the variable that set the key when
+    one did (it overrides the file), else the file."""
+    loc = tuple(str(part) for part in error["loc"])
+    key = ".".join(loc) or "(top level)"
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key"
-    return f"{origin}: {key}: {message}"
+    return f"{_origin(loc, path, environ)}: {key}: {message}"
+
+
+def _origin(loc: tuple[str, ...], path: Path | None, environ: Mapping[str, str]) -> str:
+    variables = [
+        variable for variable, target in _ShortEnvSource.SHORT.items() if loc[:2] == target
+    ]
+    # The nested form names the key itself or any section above it (a whole section as JSON).
+    variables += [f"LANTERN_{'__'.join(loc[:depth]).upper()}" for depth in range(len(loc), 0, -1)]
+    for variable in variables:
+        if environ.get(variable):
+            return variable
+    return str(path) if path is not None else "environment"

@@ -17,21 +17,20 @@ import tempfile
 import time
 from pathlib import Path
 
-import paho.mqtt.client as paho
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware_stubs.store_sim import StoreSimulator
 from gateway.app import OUTBOX_FILE_NAME, Gateway
-from gateway.config import Settings
+from gateway.clock import SystemClock
+from gateway.config import MqttSettings, Settings
 from gateway.localbroker import AmqttBroker, Mosquitto
+from gateway.mqtt import MqttClient
 from gateway.receiver import Receiver
 
 EXAMPLES = Path(__file__).parent / "examples"
 EXAMPLE_STORE = EXAMPLES / "store.yaml"  # zones, audiences and the coffee machine's slot
 EXAMPLE_RULES = EXAMPLES / "rules"
 _STATUS_INTERVAL_S = 1.0
-_PUBLISH_WAIT_S = 5.0  # the devices' last wills reach the broker on loopback in milliseconds
 _QUIET_S = 0.2  # loopback delivery takes milliseconds: this long without news means no more
 _SETTLE_TIMEOUT_S = 10.0  # a stuck gateway must not keep Ctrl-C from ending the demo
 
@@ -89,7 +88,7 @@ async def run_demo(seconds: float | None, sightings_per_s: float) -> None:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(gateway.run(gateway_stop), name="gateway")
                 devices = tasks.create_task(
-                    _simulate(settings.store_id, broker_url, sightings_per_s, stop),
+                    _simulate(settings.store_id, settings.mqtt, sightings_per_s, stop),
                     name="device-simulators",
                 )
                 tasks.create_task(_status_line(gateway, central, stop), name="status-line")
@@ -115,18 +114,18 @@ async def run_demo(seconds: float | None, sightings_per_s: float) -> None:
 
 
 async def _simulate(
-    store_id: str, broker_url: str, sightings_per_s: float, stop: asyncio.Event
+    store_id: str, broker: MqttSettings, sightings_per_s: float, stop: asyncio.Event
 ) -> None:
-    """The store's devices: a paho client (its own network thread, as on a real device)."""
+    """The store's devices, all on one connection of their own to the store's broker."""
     simulator = StoreSimulator(store_id, seed=int(time.time()))
-    host, port = broker_url.removeprefix("mqtt://").rsplit(":", 1)
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="demo-devices")
-    client.max_queued_messages_set(0)
-    await asyncio.to_thread(client.connect, host, int(port))
-    client.loop_start()
-    try:
+    client = MqttClient(
+        broker, "demo-devices", f"lantern/{store_id}/demo/status", [], _ignore, SystemClock()
+    )
+    async with asyncio.TaskGroup() as tasks:
+        connection = tasks.create_task(client.run(), name="demo-devices-mqtt")
+        await client.wait_connected()
         for topic, payload in simulator.births():
-            client.publish(topic, payload, qos=1, retain=True)
+            await client.publish(topic, payload, qos=1, retain=True)
         started = time.monotonic()
         for at_s, topic, payload in simulator.messages(sightings_per_s, smart_devices=True):
             delay = started + at_s - time.monotonic()
@@ -136,16 +135,15 @@ async def _simulate(
                         await stop.wait()
             if stop.is_set():
                 break
-            client.publish(topic, payload, qos=1)
-        wills = [  # one client plays every device's will
-            client.publish(topic, payload, qos=1, retain=True)
-            for topic, payload in simulator.last_wills()
-        ]
-        for will in wills:
-            await asyncio.to_thread(will.wait_for_publish, _PUBLISH_WAIT_S)
-    finally:
-        client.loop_stop()
-        client.disconnect()
+            await client.publish(topic, payload, qos=1)
+        for topic, payload in simulator.last_wills():  # one client plays every device's will
+            await client.publish(topic, payload, qos=1, retain=True)
+        await client.close()
+        connection.cancel()
+
+
+def _ignore(message: object) -> None:
+    """The devices subscribe to nothing."""
 
 
 async def _settled(gateway: Gateway) -> None:
@@ -168,9 +166,10 @@ async def _status_line(gateway: Gateway, central: Receiver, stop: asyncio.Event)
     await gateway.ready.wait()
     if gateway.web is not None:
         print(f"  status page     {gateway.web.url}/  (rules, occupancy, devices)", flush=True)
+    assert gateway.status is not None  # set before ready
     interactive = sys.stdout.isatty()
     while not stop.is_set():
-        snapshot = await gateway.snapshot()
+        snapshot = await gateway.status.snapshot()
         line = f"{snapshot.line()} | central holds {len(central.events)}"
         print(
             f"\r{line:<160}" if interactive else line, end="" if interactive else "\n", flush=True

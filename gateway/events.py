@@ -15,7 +15,25 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from devices.model import Observation
+from gateway.batch import EventRow
+
+__all__ = [
+    "ACTION_PUBLISH_TYPE",
+    "BATCH_CONTENT_TYPE",
+    "SIGHTING_TYPE",
+    "CloudEvent",
+    "EventFactory",
+    "IdGenerator",
+    "format_time",
+    "store_source",
+]
+
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
+SIGHTING_TYPE = "lantern.presence.sighted"
+# A rule's local publish, kept in the outbox like any event so that it survives a crash; the
+# MQTT action sink publishes it, and no sink to the central record takes it.
+ACTION_PUBLISH_TYPE = "lantern.action.publish"
 
 _COUNTER_MAX = 0xFFF  # the 12 rand_a bits of UUIDv7 serve as the in-millisecond counter
 _RANDOM_BITS = 62
@@ -78,3 +96,48 @@ def store_source(store_id: str, device_id: str | None = None) -> str:
 def format_time(at: datetime) -> str:
     """RFC 3339 in UTC with milliseconds, the form every event and recording line uses."""
     return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class EventFactory:
+    """The outbox rows of one store's events, with ids from one generator.
+
+    The pipeline mints an observation's id once, as it enters the batch; the stages are handed
+    this factory to make the rows of what they derive (a rule's action, an emitted event).
+    """
+
+    def __init__(self, store_id: str, ids: IdGenerator) -> None:
+        self._store_id = store_id
+        self._ids = ids
+
+    def mint(self, at: datetime) -> str:
+        return self._ids.next_id(at)
+
+    def row(
+        self,
+        event_type: str,
+        time: datetime,
+        subject: str | None,
+        data: dict[str, Any],
+        device_id: str | None = None,
+        event_id: str | None = None,
+    ) -> EventRow:
+        event = CloudEvent(
+            id=event_id or self._ids.next_id(time),
+            source=store_source(self._store_id, device_id),
+            type=event_type,
+            time=time,
+            subject=subject,
+            data=data,
+        )
+        return EventRow(event.id, event_type, event.model_dump_json(exclude_none=True))
+
+    def observed(self, observation: Observation, event_id: str, at: datetime) -> EventRow:
+        """The row of an (already pseudonymised) observation received at ``at``."""
+        return self.row(
+            observation.cloud_event_type(),
+            observation.observed_at or at,
+            observation.subject(),
+            observation.event_data(),
+            observation.device_id,
+            event_id,
+        )

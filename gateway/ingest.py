@@ -2,11 +2,13 @@
 
 Received messages collect in a buffer (filled by the MQTT callback, in the loop); a batch of
 at most ``batch_max_messages`` goes when it is full or its first message is ``batch_max_ms``
-old, whichever comes first. Two tasks share the work: ``run`` processes a batch and hands it
+old, whichever comes first. Three tasks share the work: ``run`` processes a batch and hands it
 to the writer thread, then goes on to the next while that one commits; ``acknowledge`` waits
-for each batch to be durable, in order, and only then acknowledges its messages. At most
-``_BATCHES_AHEAD`` batches wait behind the one committing, which bounds memory and holds
-back the broker (unacknowledged messages count against its receive window).
+for each batch to be durable, in order, and only then acknowledges its messages; ``ticker``
+asks for a tick of the time-driven stages every second of the injected clock, which ``run``
+processes between batches, so a tick's events are ordered with the messages'. At most
+``_BATCHES_AHEAD`` batches wait behind the one committing, which bounds memory and holds back
+the broker (unacknowledged messages count against its receive window).
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ import asyncio
 import logging
 import os
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
+from gateway.batch import Inbound
+from gateway.clock import Clock
 from gateway.config import OutboxSettings
-from gateway.mqtt import Inbound, MqttClient
 from gateway.outbox import Outbox
 from gateway.pipeline import Pipeline, Processed
+
+__all__ = ["FAILPOINT_ACK_DELAY_ENV", "Acknowledge", "Ingest"]
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +46,29 @@ class _Committing:
     upto: int  # messages received up to the end of this batch, for the waiters
 
 
+Acknowledge = Callable[[Inbound], None]  # the broker connection's ack of one committed message
+
+
 class Ingest:
-    def __init__(self, settings: OutboxSettings, pipeline: Pipeline, outbox: Outbox) -> None:
+    def __init__(
+        self,
+        settings: OutboxSettings,
+        pipeline: Pipeline,
+        outbox: Outbox,
+        clock: Clock,
+        acknowledge: Acknowledge,
+    ) -> None:
         self._max_messages = settings.batch_max_messages
         self._max_wait_s = settings.batch_max_ms / 1000
         self._pipeline = pipeline
         self._outbox = outbox
-        self._mqtt: MqttClient | None = None
+        self._clock = clock
+        self._ack = acknowledge
         self._buffer: list[Inbound] = []
         self._first_arrival = 0.0
-        self._has_messages = asyncio.Event()
+        self._has_work = asyncio.Event()  # a message arrived, a tick is due, or we stop
         self._full = asyncio.Event()
+        self._tick_due = False
         self._stopping = False
         # HTTP posts waiting for their commit: (the message's number, its future).
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
@@ -62,14 +78,11 @@ class Ingest:
         self._ack_delay_s = float(os.environ.get(FAILPOINT_ACK_DELAY_ENV, "0"))
         self.received = 0
 
-    def attach(self, mqtt: MqttClient) -> None:
-        self._mqtt = mqtt
-
     def receive(self, inbound: Inbound) -> None:
         """The MQTT callback: keep the message; the batch loop does the rest."""
         if not self._buffer:
             self._first_arrival = asyncio.get_running_loop().time()
-            self._has_messages.set()
+            self._has_work.set()
         self._buffer.append(inbound)
         self.received += 1
         if len(self._buffer) >= self._max_messages:
@@ -90,22 +103,27 @@ class Ingest:
     def stop(self) -> None:
         """Finish the batch in hand, commit and acknowledge it, then let both tasks return."""
         self._stopping = True
-        self._has_messages.set()
+        self._has_work.set()
         self._full.set()
 
+    async def ticker(self) -> None:
+        """Ask for a tick every second of the clock; runs until cancelled."""
+        while True:
+            await self._clock.sleep(_TICK_INTERVAL_S)
+            self._tick_due = True
+            self._has_work.set()
+
     async def run(self) -> None:
-        """Process batch after batch until stopped; tick the time-driven stages every second."""
+        """Process batch after batch, and the ticks asked for, until stopped."""
         loop = asyncio.get_running_loop()
-        next_tick = loop.time() + _TICK_INTERVAL_S
         while not self._stopping:
-            if loop.time() >= next_tick:
-                next_tick = loop.time() + _TICK_INTERVAL_S
-                await self._hand_over(self._pipeline.tick(datetime.now(UTC)))
-            try:
-                async with asyncio.timeout(max(0.0, next_tick - loop.time())):
-                    await self._has_messages.wait()
-            except TimeoutError:
-                continue
+            await self._has_work.wait()
+            if self._tick_due:
+                self._tick_due = False
+                await self._hand_over(self._pipeline.tick(self._clock.now()))
+                if not self._buffer:
+                    self._has_work.clear()
+                    continue
             remaining_s = self._first_arrival + self._max_wait_s - loop.time()
             if remaining_s > 0 and len(self._buffer) < self._max_messages:
                 try:
@@ -124,9 +142,8 @@ class Ingest:
             await batch.durable
             if self._ack_delay_s and batch.processed.to_ack:
                 await asyncio.sleep(self._ack_delay_s)
-            if self._mqtt is not None:
-                for inbound in batch.processed.to_ack:
-                    self._mqtt.ack(inbound)
+            for inbound in batch.processed.to_ack:
+                self._ack(inbound)
             self.settled = batch.upto
             while self._waiters and self._waiters[0][0] <= batch.upto:
                 _, waiter = self._waiters.popleft()
@@ -139,8 +156,8 @@ class Ingest:
         del self._buffer[: self._max_messages]
         if self._buffer:
             self._first_arrival = asyncio.get_running_loop().time()
-        else:
-            self._has_messages.clear()
+        elif not self._tick_due:
+            self._has_work.clear()
         if len(self._buffer) < self._max_messages:
             self._full.clear()
         if messages:

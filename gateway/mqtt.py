@@ -13,6 +13,12 @@ redelivers after a crash, with DUP set.
 
 The only thread is paho's blocking TCP connect, run with ``asyncio.to_thread`` so that a slow
 or unreachable broker never stalls the loop.
+
+Failures stay inside the connection, as aiomqtt's patterns do: an exception while reading or
+writing the socket (from paho or from a callback) is logged and ends the connection, and
+:meth:`MqttClient.run` reconnects with backoff; it never reaches the loop's exception handler.
+A publish waits for its PUBACK at most ``publish_timeout_s`` and leaves no waiter behind when
+it times out or is cancelled. This is the only module that imports paho.
 """
 
 from __future__ import annotations
@@ -23,8 +29,6 @@ import random
 import ssl
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -33,31 +37,28 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from gateway.batch import Inbound
+from gateway.clock import Clock
 from gateway.config import MqttSettings
+
+__all__ = ["MqttClient", "NotConnectedError", "backoff_delay_s"]
 
 log = logging.getLogger(__name__)
 
 _MISC_INTERVAL_S = 1.0  # paho wants loop_misc about once a second for keepalive pings
 _CONNACK_TIMEOUT_S = 10.0  # a broker that accepted TCP but never answers CONNECT
-_STABLE_CONNECTION_S = 30.0  # connected this long: the next failure starts backoff afresh
 # Packets read per wakeup of the socket reader: paho reads one per loop_read, and going back to
 # the selector after each costs more than the packet; 100 keeps the loop fair to other tasks.
 _MAX_PACKETS_PER_WAKEUP = 100
 # Outgoing QoS 1 publishes (actions, status) in flight at once; they are few and small.
 _MAX_INFLIGHT_PUBLISHES = 100
+# A QoS 1 publish the broker has not acknowledged in this long is given up by the caller (an
+# action sink retries it): on loopback a PUBACK takes milliseconds.
+_PUBLISH_TIMEOUT_S = 10.0
 
 
-@dataclass(slots=True)
-class Inbound:
-    """One received message, not yet acknowledged."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    mid: int
-    dup: bool
-    received_at: datetime
-    session: int  # which connection delivered it: an ack is only valid on that one
+class NotConnectedError(ConnectionError):
+    """A publish while the broker connection is down; the caller waits and tries again."""
 
 
 def backoff_delay_s(attempt: int, minimum_s: float, maximum_s: float) -> float:
@@ -76,11 +77,13 @@ class MqttClient:
         status_topic: str,
         subscriptions: list[tuple[str, int]],
         on_message: Callable[[Inbound], None],
+        clock: Clock,
     ) -> None:
         self._settings = settings
         self._status_topic = status_topic
         self._subscriptions = subscriptions
         self._deliver = on_message
+        self._clock = clock
         self._v5 = settings.protocol == "5"
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2,
@@ -110,6 +113,7 @@ class MqttClient:
         self._session = 0
         self._connected = asyncio.Event()
         self._connection_ended = asyncio.Event()
+        self._connack: asyncio.Future[bool] | None = None  # set by CONNACK or a disconnect
         self._publish_waiters: dict[int, asyncio.Future[None]] = {}
         self.connect_count = 0
         self.messages_received = 0
@@ -136,17 +140,19 @@ class MqttClient:
         await self._connected.wait()
 
     async def run(self) -> None:
-        """Connect, stay connected, reconnect with jittered backoff; runs until cancelled."""
+        """Connect, stay connected, reconnect with jittered backoff; runs until cancelled.
+
+        Backoff grows while attempts fail and starts afresh after every accepted connection,
+        so a second outage soon after the first is retried as quickly as the first.
+        """
         self._misc_timer = self._loop.call_later(_MISC_INTERVAL_S, self._misc)
         attempt = 0
         try:
             while True:
                 self._connection_ended.clear()
-                started = self._loop.time()
                 if await self._connect_once():
+                    attempt = 0
                     await self._connection_ended.wait()
-                    if self._loop.time() - started > _STABLE_CONNECTION_S:
-                        attempt = 0
                 delay = backoff_delay_s(
                     attempt, self._settings.reconnect_min_s, self._settings.reconnect_max_s
                 )
@@ -164,6 +170,7 @@ class MqttClient:
 
     async def _connect_once(self) -> bool:
         self._session += 1  # before the socket opens: acks for the old connection are void
+        self._connack = self._loop.create_future()
         try:
             await asyncio.to_thread(self._client.reconnect)
         except (OSError, ssl.SSLError) as exc:
@@ -171,18 +178,11 @@ class MqttClient:
             return False
         try:
             async with asyncio.timeout(_CONNACK_TIMEOUT_S):
-                await asyncio.wait(
-                    [
-                        asyncio.ensure_future(self._connected.wait()),
-                        asyncio.ensure_future(self._connection_ended.wait()),
-                    ],
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
+                return await self._connack
         except TimeoutError:
             self.last_error = "no CONNACK from the broker"
             self._client.disconnect()
             return False
-        return self._connected.is_set()
 
     def ack(self, inbound: Inbound) -> None:
         """Acknowledge a committed QoS 1 message, if the connection that brought it still lives.
@@ -197,13 +197,25 @@ class MqttClient:
     async def publish(
         self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False
     ) -> None:
-        """Publish and, for QoS 1, wait until the broker acknowledged it."""
+        """Publish and, for QoS 1, wait until the broker acknowledged it.
+
+        NotConnectedError while the connection is down; TimeoutError when no PUBACK came in
+        time (the connection is then likely gone, and a reconnect follows).
+        """
+        if not self.connected:
+            raise NotConnectedError(f"not connected to {self._settings.host}:{self._settings.port}")
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise NotConnectedError(f"publish refused: {paho.error_string(info.rc)}")
         if qos == 0 or info.is_published():
             return
         waiter = self._loop.create_future()
         self._publish_waiters[info.mid] = waiter
-        await waiter
+        try:
+            async with asyncio.timeout(_PUBLISH_TIMEOUT_S):
+                await waiter
+        finally:
+            self._publish_waiters.pop(info.mid, None)
 
     async def close(self) -> None:
         """Say we are going offline (the will only fires on an unclean end), then disconnect."""
@@ -211,7 +223,7 @@ class MqttClient:
             try:
                 async with asyncio.timeout(2.0):
                     await self.publish(self._status_topic, "offline", qos=1, retain=True)
-            except TimeoutError:
+            except (TimeoutError, NotConnectedError):
                 log.warning("MQTT: the broker did not confirm our offline status in time")
             self._client.disconnect()
         self._connected.clear()
@@ -223,6 +235,7 @@ class MqttClient:
     ) -> None:
         if reason.is_failure:
             self.last_error = f"broker refused the connection: {reason}"
+            self._settle_connack(False)
             return
         self.connect_count += 1
         self.last_error = None
@@ -240,6 +253,11 @@ class MqttClient:
             client.subscribe(topics)
         client.publish(self._status_topic, "online", qos=1, retain=True)
         self._connected.set()
+        self._settle_connack(True)
+
+    def _settle_connack(self, accepted: bool) -> None:
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_result(accepted)
 
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
@@ -247,6 +265,11 @@ class MqttClient:
         self._connected.clear()
         if reason is not None and reason.is_failure:
             self.last_error = f"connection lost: {reason}"
+        self._settle_connack(False)
+        for waiter in self._publish_waiters.values():
+            if not waiter.done():
+                waiter.set_exception(NotConnectedError("the connection ended before the PUBACK"))
+        self._publish_waiters.clear()
         self._connection_ended.set()
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
@@ -256,13 +279,13 @@ class MqttClient:
             topic = message._topic.decode("utf-8", "backslashreplace")
         self.messages_received += 1
         self._deliver(
-            Inbound(
+            Inbound.delivered(
                 topic,
                 bytes(message.payload),  # already bytes: no copy
                 message.qos,
                 message.mid,
                 message.dup,
-                datetime.now(UTC),
+                self._clock.now(),
                 self._session,
             )
         )
@@ -286,12 +309,28 @@ class MqttClient:
 
     def _on_readable(self) -> None:
         """Read packets while they keep coming, up to a bound (see _MAX_PACKETS_PER_WAKEUP)."""
-        for _ in range(_MAX_PACKETS_PER_WAKEUP):
-            before = self.messages_received
-            if self._client.loop_read() != paho.MQTT_ERR_SUCCESS:
-                return
-            if self.messages_received == before:  # nothing more buffered, or not a PUBLISH
-                return
+        try:
+            for _ in range(_MAX_PACKETS_PER_WAKEUP):
+                before = self.messages_received
+                if self._client.loop_read() != paho.MQTT_ERR_SUCCESS:
+                    return
+                if self.messages_received == before:  # nothing more buffered, or not a PUBLISH
+                    return
+        except Exception as exc:  # the connection's boundary: end it, run() reconnects
+            self._fail("reading", exc)
+
+    def _on_writable(self) -> None:
+        try:
+            self._client.loop_write()
+        except Exception as exc:  # the connection's boundary: end it, run() reconnects
+            self._fail("writing", exc)
+
+    def _fail(self, doing: str, exc: Exception) -> None:
+        log.error("MQTT: %s failed, dropping the connection: %r", doing, exc, exc_info=exc)
+        self.last_error = f"{doing} failed: {type(exc).__name__}: {exc}"
+        self._client.disconnect()
+        if self._connected.is_set():  # paho reports the end only once its socket closes
+            self._on_disconnect(self._client, None, None, None, None)
 
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         self._in_loop(self._loop.add_reader, sock, self._on_readable)
@@ -301,7 +340,7 @@ class MqttClient:
         self._in_loop(self._loop.remove_writer, sock)
 
     def _on_socket_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._in_loop(self._loop.add_writer, sock, client.loop_write)
+        self._in_loop(self._loop.add_writer, sock, self._on_writable)
 
     def _on_socket_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         self._in_loop(self._loop.remove_writer, sock)

@@ -20,23 +20,22 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlite_utils
 
+from gateway.batch import Batch
 from gateway.config import OutboxSettings
+from gateway.events import SIGHTING_TYPE
 from lantern.errors import OutboxError
+
+__all__ = ["Outbox", "Page", "TypeFilter"]
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-
-SIGHTING_TYPE = "lantern.presence.sighted"
-# A rule's local publish, kept in the outbox like any event so it survives a crash; the MQTT
-# action sink publishes it, and the HTTP sink leaves it out.
-ACTION_PUBLISH_TYPE = "lantern.action.publish"
 _PRUNE_CHUNK_ROWS = 20_000  # one DELETE at a time, so a prune never holds the writer long
 
 _SCHEMA = """
@@ -79,32 +78,6 @@ CREATE TABLE IF NOT EXISTS state (
     value TEXT NOT NULL
 );
 """
-
-
-@dataclass(slots=True)
-class EventRow:
-    id: str
-    type: str
-    body: str  # the structured CloudEvent as JSON
-
-
-@dataclass(slots=True)
-class DeadLetter:
-    received_at: str
-    topic: str
-    payload: bytes
-    kind: str
-    reason: str
-
-
-@dataclass(slots=True)
-class Batch:
-    """What one commit writes, all or nothing."""
-
-    events: list[EventRow] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    digests: list[bytes] = field(default_factory=list)
-    state: dict[str, str] = field(default_factory=dict)  # key -> JSON, e.g. reorder trackers
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +161,7 @@ class Outbox:
         result must be awaited (in that order) for the counters to follow.
         """
         job: Future[int] | None = None
-        if batch.events or batch.dead_letters or batch.digests or batch.state:
+        if batch:
             job = Future()
             self._jobs.put((_commit, (batch,), job))
         return self._durable(job, batch)
@@ -233,9 +206,9 @@ class Outbox:
         """Delete what retention allows; returns the number of rows deleted."""
         return await self._call(_prune, tuple(sinks), self._settings, now)
 
-    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """A read-only query on the writer's connection, for the status page and tests."""
-        return await self._call(_query, sql, tuple(params))
+    async def recent_dead_letters(self, limit: int) -> list[dict[str, Any]]:
+        """The latest dead letters, newest first: when, where, what kind and why."""
+        return await self._call(_recent_dead_letters, limit)
 
 
 def _open(path: Path, synchronous: str) -> sqlite3.Connection:
@@ -404,5 +377,12 @@ def _prune(
     return deleted
 
 
-def _query(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    return [tuple(row) for row in conn.execute(sql, params).fetchall()]
+def _recent_dead_letters(conn: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT received_at, topic, kind, reason FROM dead_letters ORDER BY id DESC LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [
+        {"received_at": at, "topic": topic, "kind": kind, "reason": reason}
+        for at, topic, kind, reason in rows
+    ]

@@ -1,9 +1,16 @@
-"""Steps 2-4 of a message's flow: decode, pseudonymise, make events; dead-letter the rest.
+"""Steps 2-4 of a message's flow: decode, pseudonymise, derive, make events; dead-letter the rest.
 
-:class:`Pipeline` turns a list of received messages into one outbox :class:`Batch` and the list
-of messages to acknowledge once it is committed. It does no I/O: the ingest loop commits and
-acknowledges. A decoder that raises anything but a decode error is caught here, at the device
-boundary, logged with the topic, and dead-lettered: one bad device never stops ingest.
+:meth:`Pipeline.process` turns received messages into one outbox :class:`Batch`, in one
+forward pass. Each message is checked against the dedup window, routed to its decoder, and
+each observation the decoder makes is pseudonymised and *enters the batch*: its event id is
+minted (once), then every stage in turn looks at it (:class:`Stage`), and its row is written
+followed by what the stages derived from it. A derived observation (a zone entered, a reorder
+requested) enters the same way, through the stages after the one that derived it, so a rule
+sees a zone event and a zone event never goes back through presence.
+
+No I/O here: the ingest loop commits the batch and only then acknowledges its messages. A
+decoder that raises anything but a decode error is caught here, at the device boundary, and
+dead-lettered: one bad device never stops ingest.
 """
 
 from __future__ import annotations
@@ -14,15 +21,26 @@ from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import ClassVar
 
 from devices.model import Message, Observation
-from gateway.events import CloudEvent, IdGenerator, format_time, store_source
-from gateway.mqtt import Inbound
-from gateway.outbox import Batch, DeadLetter, EventRow
+from gateway.batch import Batch, DeadLetter, EventRow, Inbound
+from gateway.events import EventFactory, format_time
 from gateway.privacy import Pseudonymizer
 from gateway.router import Router
 from lantern.errors import DecodeError
+
+__all__ = [
+    "NOTHING",
+    "NOT_NEWS",
+    "DedupWindow",
+    "Derived",
+    "Entry",
+    "Pipeline",
+    "Processed",
+    "Stage",
+    "message_digest",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,54 +77,99 @@ class DedupWindow:
                 del self._counts[oldest]
 
 
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """An observation that entered the batch, with the id its event has from then on."""
+
+    observation: Observation
+    at: datetime  # its receive (or tick) time: the clock presence and the rules run on
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Derived:
+    """What a stage makes of one entry.
+
+    ``observations`` enter the batch right after it (through the later stages); ``rows`` are
+    final (a rule's publish, an emitted event). ``keep=False`` says the entry is no news (a
+    last will for a device already flagged offline): it gets no row and the later stages do
+    not see it.
+    """
+
+    observations: Sequence[Observation] = ()
+    rows: Sequence[EventRow] = ()
+    keep: bool = True
+
+
+NOTHING = Derived()
+NOT_NEWS = Derived(keep=False)
+
+
+class Stage:
+    """One step that every entry of a batch goes through, adapting a pure core (device health,
+    reorder debounce, presence, rules). Time is handed in: ``entry.at``, the tick's ``now``.
+
+    A stage with state names its ``state_key``; the state it reports from
+    :meth:`changed_state` commits with the batch that changed it, and :meth:`restore` takes it
+    back at the next start.
+    """
+
+    state_key: ClassVar[str | None] = None
+
+    def observe(self, entry: Entry) -> Derived:
+        return NOTHING
+
+    def tick(self, now: datetime) -> Sequence[Observation]:
+        """What the passing of time alone makes (a silent device, a visitor gone)."""
+        return ()
+
+    def changed_state(self) -> str | None:
+        """The state to commit with the batch just built, if it changed (else None)."""
+        return None
+
+    def closing_state(self) -> str | None:
+        """The state to commit at a clean stop, if any."""
+        return self.changed_state()
+
+    def restore(self, saved: str) -> bool:
+        """Take back the saved state; True if it is used up and must be cleared (a snapshot
+        that a later crash would make stale). Raises ValueError on state it cannot read."""
+        return False
+
+
 @dataclass(slots=True)
 class Processed:
-    """One batch in the making. Stages may change ``observations`` and add ``derived`` rows."""
+    """One batch, and the messages to acknowledge once it is committed."""
 
-    batch: Batch
-    to_ack: list[Inbound]
-    observations: list[tuple[Observation, datetime]] = field(default_factory=list)
-    # Ids a stage needed before the rows exist (a rule's trace names its event), by id() of
-    # the observation: each lives as long as the batch, so id() is not reused meanwhile.
-    event_ids: dict[int, str] = field(default_factory=dict)
+    batch: Batch = field(default_factory=Batch)
+    to_ack: list[Inbound] = field(default_factory=list)
     duplicates: int = 0
-    ignored: int = 0
-
-
-class Stage(Protocol):
-    """What runs on a batch's observations before they become events: device health,
-    reorder debounce, presence and rules. Each adapts a pure core; ``now`` is passed in."""
-
-    def process(self, processed: Processed, pipeline: Pipeline, now: datetime) -> None: ...
-
-    def tick(self, processed: Processed, pipeline: Pipeline, now: datetime) -> None: ...
+    ignored: int = 0  # messages no decoder claimed ("not mine")
 
 
 class Pipeline:
     def __init__(
         self,
-        store_id: str,
         router: Router,
         pseudonymizer: Pseudonymizer,
-        ids: IdGenerator,
+        events: EventFactory,
         max_payload_bytes: int,
         dedup: DedupWindow,
         stages: Sequence[Stage] = (),
     ) -> None:
-        self._store_id = store_id
         self._router = router
         self._pseudonymizer = pseudonymizer
-        self._ids = ids
+        self._events = events
         self._max_payload_bytes = max_payload_bytes
         self._dedup = dedup
-        self._stages = stages
+        self.stages = tuple(stages)
         self.dead_letters_by_kind: Counter[str] = Counter()
         self.duplicates = 0
         self.ignored = 0
         self.messages = 0
 
-    def process(self, messages: list[Inbound]) -> Processed:
-        processed = Processed(Batch(), [])
+    def process(self, messages: Sequence[Inbound]) -> Processed:
+        processed = Processed()
         for inbound in messages:
             self.messages += 1
             if inbound.qos > 0:
@@ -117,76 +180,60 @@ class Pipeline:
                     continue
                 self._dedup.add(digest)
                 processed.batch.digests.append(digest)
-            self._decode(inbound, processed)
-        if messages:
-            now = messages[-1].received_at
-            for stage in self._stages:
-                stage.process(processed, self, now)
-        self._make_events(processed)
+            for observation in self._decode(inbound, processed):
+                self._enter(processed.batch, observation, inbound.received_at)
+        self._collect_state(processed.batch, closing=False)
         self.duplicates += processed.duplicates
         self.ignored += processed.ignored
         return processed
 
-    def tick(self, now: datetime) -> Processed:
-        """Time-driven events with no message behind them (silent devices, presence exits)."""
-        processed = Processed(Batch(), [])
-        for stage in self._stages:
-            stage.tick(processed, self, now)
-        self._make_events(processed)
+    def admit(self, observations: Iterable[Observation], at: datetime) -> Processed:
+        """Observations made outside a decoder (a raw advertisement decoded by hand)."""
+        processed = Processed()
+        for observation in observations:
+            self._enter(processed.batch, self._pseudonymizer.apply(observation, at), at)
         return processed
 
-    def _make_events(self, processed: Processed) -> None:
-        """Observations become events first, then what stages derived from them, in order."""
-        ids = processed.event_ids
-        observed = [
-            self.event(obs, received_at, ids.get(id(obs)))
-            for obs, received_at in processed.observations
-        ]
-        processed.batch.events[:0] = observed
+    def tick(self, now: datetime) -> Processed:
+        """Time-driven events with no message behind them (silent devices, presence exits)."""
+        processed = Processed()
+        for index, stage in enumerate(self.stages):
+            for observation in stage.tick(now):
+                self._enter(processed.batch, observation, now, index + 1)
+        self._collect_state(processed.batch, closing=False)
+        return processed
 
-    def event_id(
-        self, processed: Processed, observation: Observation, received_at: datetime
-    ) -> str:
-        """The id the observation's event will have, minted now (in the order of causes)."""
-        minted = processed.event_ids.get(id(observation))
-        if minted is None:
-            minted = self._ids.next_id(observation.observed_at or received_at)
-            processed.event_ids[id(observation)] = minted
-        return minted
+    def closing_state(self) -> Batch:
+        """What the stages keep for the next start, taken at a clean stop."""
+        batch = Batch()
+        self._collect_state(batch, closing=True)
+        return batch
 
-    def event(
-        self, observation: Observation, received_at: datetime, event_id: str | None = None
-    ) -> EventRow:
-        """The outbox row of one (already pseudonymised) observation."""
-        return self.event_row(
-            observation.cloud_event_type(),
-            observation.observed_at or received_at,
-            observation.subject(),
-            observation.event_data(),
-            observation.device_id,
-            event_id,
-        )
+    def _enter(
+        self, batch: Batch, observation: Observation, at: datetime, first_stage: int = 0
+    ) -> None:
+        entry = Entry(observation, at, self._events.mint(observation.observed_at or at))
+        derived: list[tuple[int, Derived]] = []
+        for index in range(first_stage, len(self.stages)):
+            outcome = self.stages[index].observe(entry)
+            if not outcome.keep:
+                return
+            if outcome is not NOTHING:
+                derived.append((index, outcome))
+        batch.events.append(self._events.observed(observation, entry.event_id, at))
+        for index, outcome in derived:
+            for derived_observation in outcome.observations:
+                self._enter(batch, derived_observation, at, index + 1)
+            batch.events.extend(outcome.rows)
 
-    def event_row(
-        self,
-        event_type: str,
-        time: datetime,
-        subject: str | None,
-        data: dict[str, object],
-        device_id: str | None,
-        event_id: str | None = None,
-    ) -> EventRow:
-        event = CloudEvent(
-            id=event_id or self._ids.next_id(time),
-            source=store_source(self._store_id, device_id),
-            type=event_type,
-            time=time,
-            subject=subject,
-            data=data,
-        )
-        return EventRow(event.id, event_type, event.model_dump_json(exclude_none=True))
+    def _collect_state(self, batch: Batch, closing: bool) -> None:
+        for stage in self.stages:
+            state = stage.closing_state() if closing else stage.changed_state()
+            if state is not None and stage.state_key is not None:
+                batch.state[stage.state_key] = state
 
-    def _decode(self, inbound: Inbound, processed: Processed) -> None:
+    def _decode(self, inbound: Inbound, processed: Processed) -> list[Observation]:
+        """The message's observations, pseudonymised; none when it is a dead letter."""
         size = len(inbound.payload)
         if size > self._max_payload_bytes:
             self._dead_letter(
@@ -195,45 +242,51 @@ class Pipeline:
                 "oversized",
                 f"payload of {size} bytes exceeds the {self._max_payload_bytes}-byte limit",
             )
-            return
+            return []
         route = self._router.route(inbound.topic)
         if route is None:
             self._dead_letter(inbound, processed, "unrouted", "no configured source matches")
-            return
+            return []
         message = Message(inbound.topic, inbound.payload, inbound.received_at, route.fields)
         try:
             observations = route.decoder(message)
         except DecodeError as exc:
             self._dead_letter(inbound, processed, f"{route.kind}: undecodable", exc.reason)
-            return
+            return []
         except Exception as exc:  # the device boundary: a decoder bug must not stop ingest
-            log.exception(
-                "decoder %s failed on topic %s",
-                route.kind,
-                self._pseudonymizer.scrub(inbound.topic, inbound.received_at),
-            )
             self._dead_letter(
-                inbound, processed, f"{route.kind}: decoder failure", f"decoder failure: {exc!r}"
+                inbound,
+                processed,
+                f"{route.kind}: decoder failure",
+                f"decoder failure: {type(exc).__name__}: {_short(exc)}",
+                exc,
             )
-            return
+            return []
         if observations is None:
             processed.ignored += 1
-            return
-        for observation in observations:
-            private = self._pseudonymizer.apply(observation, inbound.received_at)
-            processed.observations.append((private, inbound.received_at))
+            return []
+        return [self._pseudonymizer.apply(obs, inbound.received_at) for obs in observations]
 
-    def _dead_letter(self, inbound: Inbound, processed: Processed, kind: str, reason: str) -> None:
+    def _dead_letter(
+        self,
+        inbound: Inbound,
+        processed: Processed,
+        kind: str,
+        reason: str,
+        error: Exception | None = None,
+    ) -> None:
         topic = self._pseudonymizer.scrub(inbound.topic, inbound.received_at)
         reason = self._pseudonymizer.scrub(reason, inbound.received_at)
         if not self.dead_letters_by_kind[kind]:
             # Once per kind: a misconfigured device sending 100 bad messages a second must not
             # flood the log; the status page shows the counts and the table holds every one.
+            # A decoder's own failure carries its traceback, once, for whoever fixes it.
             log.warning(
                 "dead letter (%s) on %s: %s; further ones of this kind are only counted",
                 kind,
                 topic,
                 reason,
+                exc_info=error,
             )
         self.dead_letters_by_kind[kind] += 1
         processed.batch.dead_letters.append(
@@ -253,3 +306,12 @@ class Pipeline:
         except UnicodeDecodeError:
             return inbound.payload
         return self._pseudonymizer.scrub(text, inbound.received_at).encode("utf-8")
+
+
+_MAX_ERROR_CHARS = 200  # of a decoder's exception text in a dead letter's reason
+
+
+def _short(error: Exception) -> str:
+    """An exception's text, bounded: a RecursionError or a huge int's message can be long."""
+    text = str(error)
+    return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + "..."

@@ -1,4 +1,4 @@
-"""``lantern record``: live traffic to a file in DESIGN.md's recording format.
+"""``lantern record``: live traffic to a file in the recording format (docs/architecture.md).
 
 One JSON object a line: ``{"t": receive time, "topic", "qos", "payload"}`` (``payload_b64``
 for bytes that are not UTF-8). The rule backtest replays such a file. MAC addresses in topics
@@ -16,15 +16,21 @@ import logging
 from pathlib import Path
 from typing import TextIO
 
+from gateway.batch import Inbound
+from gateway.clock import SystemClock
 from gateway.config import Settings
 from gateway.events import format_time
-from gateway.mqtt import Inbound, MqttClient
+from gateway.mqtt import MqttClient
 from gateway.privacy import Pseudonymizer, load_or_create_secret
 from gateway.router import Router, default_decoders
+from lantern.errors import BrokerUnreachable
+
+__all__ = ["Recorder", "http_mirror_topic", "record", "recording_line"]
 
 log = logging.getLogger(__name__)
 
 _PROGRESS_INTERVAL_S = 5.0
+_CONNECT_TIMEOUT_S = 10.0  # a broker on the store's own box answers in milliseconds
 
 
 def http_mirror_topic(store_id: str, topic: str) -> str:
@@ -71,8 +77,14 @@ class Recorder:
             self._mqtt.ack(inbound)  # the recorder's own session: written is enough
 
 
-async def record(settings: Settings, out_path: Path, stop: asyncio.Event) -> int:
-    """Record until ``stop``; returns the number of lines written."""
+async def record(
+    settings: Settings,
+    out_path: Path,
+    stop: asyncio.Event,
+    connect_timeout_s: float = _CONNECT_TIMEOUT_S,
+) -> int:
+    """Record until ``stop``; returns the number of lines written. BrokerUnreachable when the
+    broker does not accept the connection in time: a recording of nothing is no recording."""
     router = Router(settings.sources, settings.store_id, default_decoders())
     pseudonymizer = Pseudonymizer(load_or_create_secret(settings.data_dir))
     with out_path.open("a", encoding="utf-8", buffering=1) as out:
@@ -84,15 +96,28 @@ async def record(settings: Settings, out_path: Path, stop: asyncio.Event) -> int
             f"lantern/{settings.store_id}/recorder/status",
             [*router.subscriptions(), (http_mirror_topic(settings.store_id, "#"), 0)],
             recorder.receive,
+            SystemClock(),
         )
         recorder.attach(mqtt)
         async with asyncio.TaskGroup() as tasks:
             connection = tasks.create_task(mqtt.run(), name="mqtt")
-            progress = tasks.create_task(_progress(recorder, out_path), name="progress")
-            await stop.wait()
-            await mqtt.close()
+            try:
+                async with asyncio.timeout(connect_timeout_s):
+                    await mqtt.wait_connected()
+            except TimeoutError:
+                reached = False
+            else:
+                reached = True
+                progress = tasks.create_task(_progress(recorder, out_path), name="progress")
+                await stop.wait()
+                await mqtt.close()
+                progress.cancel()
             connection.cancel()
-            progress.cancel()
+    if not reached:
+        raise BrokerUnreachable(
+            f"mqtt.url: cannot reach the broker at {settings.mqtt.host}:{settings.mqtt.port}"
+            f" ({mqtt.last_error or 'no answer'})"
+        )
     return recorder.lines
 
 

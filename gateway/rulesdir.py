@@ -7,13 +7,15 @@ check`` reads the folder the same way.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from gateway.clock import Clock
 from lantern.errors import RuleProblem, RulesInvalid
 from rules.model import RuleSet, parse_rules
+
+__all__ = ["RULE_FILE_SUFFIXES", "RulesWatcher", "read_rules"]
 
 log = logging.getLogger(__name__)
 
@@ -50,21 +52,22 @@ def read_rules(directory: Path) -> RuleSet:
 class RulesWatcher:
     """Reloads the rules when the folder changes; ``error`` holds the last refusal."""
 
-    def __init__(self, directory: Path, apply: Callable[[RuleSet], None]) -> None:
+    def __init__(self, directory: Path, apply: Callable[[RuleSet], None], clock: Clock) -> None:
         self._directory = directory
         self._apply = apply
+        self._clock = clock
         self.reloads = 0
         self.error: list[str] = []
 
     async def run(self) -> None:
         loaded = self._listing()
         while True:
-            await asyncio.sleep(RULES_POLL_INTERVAL_S)
+            await self._clock.sleep(RULES_POLL_INTERVAL_S)
             seen = self._listing()
             if seen == loaded:
                 continue
             # An editor's save is several writes: reload once the folder holds still.
-            await asyncio.sleep(RULES_POLL_INTERVAL_S)
+            await self._clock.sleep(RULES_POLL_INTERVAL_S)
             if self._listing() == seen:
                 loaded = seen
                 self.reload()

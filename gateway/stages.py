@@ -1,147 +1,160 @@
-"""The pipeline's stages: thin adapters from the pure cores (devices/, rules/) to a batch."""
+"""The pipeline's stages, in the order an entry goes through them: device health, reorder
+debounce, presence, rules. Each is a thin adapter from a pure core (``devices/``, ``rules/``)
+to the batch; each saves and restores its own state.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from devices.health import Inventory
-from devices.model import Observation, Sighting
-from devices.reorder import ReorderReport, ReorderTracker
-from gateway.config import Settings
-from gateway.outbox import ACTION_PUBLISH_TYPE, EventRow
-from gateway.pipeline import Pipeline, Processed
-from rules.engine import Action, RuleEngine, StoreContext, Trigger
+from devices.model import DeviceStatus, Observation, Sighting
+from devices.reorder import ReorderReport, ReorderTracker, SlotConfig
+from gateway.batch import EventRow
+from gateway.events import ACTION_PUBLISH_TYPE, EventFactory
+from gateway.pipeline import NOT_NEWS, NOTHING, Derived, Entry, Stage
+from rules.engine import Action, RuleEngine, Trigger
 from rules.model import RuleSet
-from rules.presence import PresenceEngine, ZoneEvent
-from rules.zones import Audiences, ZoneMap
+from rules.presence import PresenceEngine, PresenceSnapshot, ZoneEvent
+
+__all__ = ["HealthStage", "PresenceStage", "ReorderStage", "RulesStage"]
 
 log = logging.getLogger(__name__)
 
 
-class HealthStage:
-    """Every observation updates the device inventory; silence and last wills become
-    ``lantern.device.offline`` once, a return ``lantern.device.online``."""
+class HealthStage(Stage):
+    """Every entry updates the device inventory. A device heard after an outage gets
+    ``lantern.device.online``; silence and last wills become ``lantern.device.offline`` once
+    (a last will after the silence was already flagged is no news)."""
 
     def __init__(self, inventory: Inventory) -> None:
         self.inventory = inventory
 
-    def process(self, processed: Processed, pipeline: Pipeline, now: datetime) -> None:
-        processed.observations = [
-            (kept, received_at)
-            for observation, received_at in processed.observations
-            for kept in self.inventory.observe([observation], received_at)
-        ]
+    def observe(self, entry: Entry) -> Derived:
+        observation = entry.observation
+        news = self.inventory.observe([observation], entry.at)
+        if isinstance(observation, DeviceStatus):
+            return NOTHING if news else NOT_NEWS
+        return Derived(observations=[status for status in news if status is not observation])
 
-    def tick(self, processed: Processed, pipeline: Pipeline, now: datetime) -> None:
-        processed.observations.extend((status, now) for status in self.inventory.tick(now))
-
-
-class ReorderStage:
-    """Each consumable report goes through the debounce tracker; its requests and clears are
-    committed with the report that caused them, together with the tracker's state, so a
-    restart resumes mid-streak without a second request."""
-
-    STATE_KEY = "reorder"
-
-    def __init__(self, tracker: ReorderTracker) -> None:
-        self.tracker = tracker
-
-    def process(self, processed: Processed, pipeline: Pipeline, now: datetime) -> None:
-        reports = [
-            (observation, received_at)
-            for observation, received_at in processed.observations
-            if isinstance(observation, ReorderReport)
-        ]
-        if not reports:
-            return
-        for report, received_at in reports:
-            processed.observations.extend(
-                (event, received_at) for event in self.tracker.update(report, received_at)
-            )
-        processed.batch.state[self.STATE_KEY] = json.dumps(self.tracker.to_dict())
-
-    def tick(self, processed: Processed, pipeline: Pipeline, now: datetime) -> None:
-        return None
+    def tick(self, now: datetime) -> Sequence[Observation]:
+        return self.inventory.tick(now)
 
 
-class LocationStage:
-    """Presence, then the marketers' rules, over the batch's observations in order.
+class ReorderStage(Stage):
+    """Each consumable report goes through the debounce tracker; its requests and clears
+    follow the report, and the tracker's state commits with them, so a restart resumes
+    mid-streak without a second request."""
 
-    Each sighting updates presence; the zone events it causes follow it in the batch. Every
-    event a rule is indexed under is then evaluated; a ``publish`` action becomes an outbox
-    row for the MQTT action sink and an ``emit`` action an event for the central record, both
-    committed with the messages that caused them. Presence and rules run on the receive time,
-    which the backtest replays from the recording.
-    """
+    state_key = "reorder"
 
-    STATE_KEY = "rule-limits"
-    PRESENCE_STATE_KEY = "presence"  # written at a clean stop, taken at the next start
+    def __init__(self, configs: Sequence[SlotConfig]) -> None:
+        self._configs = list(configs)
+        self.tracker = ReorderTracker(self._configs)
+        self._changed = False
+
+    def observe(self, entry: Entry) -> Derived:
+        if not isinstance(entry.observation, ReorderReport):
+            return NOTHING
+        self._changed = True
+        return Derived(observations=self.tracker.update(entry.observation, entry.at))
+
+    def changed_state(self) -> str | None:
+        if not self._changed:
+            return None
+        self._changed = False
+        return json.dumps(self.tracker.to_dict())
+
+    def restore(self, saved: str) -> bool:
+        self.tracker = ReorderTracker.from_dict(self._configs, json.loads(saved))
+        return False
+
+
+class PresenceStage(Stage):
+    """Each sighting updates presence; the zone events it causes follow it. A clean stop
+    saves who is where, and the next start takes it back once (after a crash that snapshot
+    would be stale, so it is cleared as it is taken)."""
+
+    state_key = "presence"
+
+    def __init__(self, presence: PresenceEngine) -> None:
+        self.presence = presence
+        self._tracking = bool(presence.zones.ids)  # no zones: nobody is anywhere, track no one
+
+    def observe(self, entry: Entry) -> Derived:
+        if not self._tracking or not isinstance(entry.observation, Sighting):
+            return NOTHING
+        return Derived(observations=self.presence.observe(entry.observation, entry.at))
+
+    def tick(self, now: datetime) -> Sequence[Observation]:
+        return self.presence.tick(now)
+
+    def closing_state(self) -> str | None:
+        return self.presence.snapshot().model_dump_json()
+
+    def restore(self, saved: str) -> bool:
+        self.presence.restore(PresenceSnapshot.model_validate_json(saved))
+        log.info("presence restored: %d visitors", self.presence.visitor_count)
+        return True
+
+
+class RulesStage(Stage):
+    """The marketers' rules over every entry whose type a rule is indexed under. A
+    ``publish`` becomes a row for the MQTT action sink, an ``emit`` the event it asks for;
+    both commit with the entry that fired them, and the limits' counts with the firings."""
+
+    state_key = "rule-limits"
 
     def __init__(
         self,
-        presence: PresenceEngine,
-        zones: ZoneMap,
         engine: RuleEngine,
+        presence: PresenceEngine,
+        events: EventFactory,
         on_action: Callable[[Action], None] | None = None,
     ) -> None:
-        self.presence = presence
-        self.zones = zones
         self.engine = engine
+        self._presence = presence
+        self._events = events
         self._on_action = on_action
+        self._fired = False
 
     def replace_rules(self, rules: RuleSet) -> None:
         self.engine.replace(rules)
-        self.presence.set_dwell_thresholds(rules.dwell_thresholds_s())
+        self._presence.set_dwell_thresholds(rules.dwell_thresholds_s())
 
-    def process(self, processed: Processed, pipeline: Pipeline, now: datetime) -> None:
-        located: list[tuple[Observation, datetime]] = []
-        has_zones = bool(self.zones.ids)  # without zones, nobody is anywhere: track no one
-        for observation, received_at in processed.observations:
-            located.append((observation, received_at))
-            if has_zones and isinstance(observation, Sighting):
-                located.extend(
-                    (event, received_at)
-                    for event in self.presence.observe(observation, received_at)
-                )
-        processed.observations = located
-        self._evaluate(located, processed, pipeline)
-
-    def tick(self, processed: Processed, pipeline: Pipeline, now: datetime) -> None:
-        """Presence's timeouts, then rules over everything the tick made: the stages before
-        this one add theirs too (a device gone silent)."""
-        processed.observations.extend((event, now) for event in self.presence.tick(now))
-        self._evaluate(processed.observations, processed, pipeline)
-
-    def _evaluate(
-        self,
-        observations: list[tuple[Observation, datetime]],
-        processed: Processed,
-        pipeline: Pipeline,
-    ) -> None:
-        indexed = self.engine.rules.event_types()
-        fired = False
-        for observation, at in observations:
-            if observation.cloud_event_type() not in indexed:
-                continue  # most are sightings, which few rules (if any) trigger on
-            trigger = self._trigger(observation, at, pipeline.event_id(processed, observation, at))
-            try:
-                actions = self.engine.evaluate(trigger)
-            except Exception:  # the rules boundary: a bug there must not stop ingest
-                log.exception("rules failed on %s event %s", trigger.type, trigger.id)
-                continue
+    def observe(self, entry: Entry) -> Derived:
+        if entry.observation.cloud_event_type() not in self.engine.rules.event_types():
+            return NOTHING  # most entries are sightings, which few rules (if any) trigger on
+        trigger = self._trigger(entry)
+        try:
+            actions = self.engine.evaluate(trigger)
+        except Exception:  # the rules boundary: a bug there must not stop ingest
+            log.exception("rules failed on %s event %s", trigger.type, trigger.id)
+            return NOTHING
+        if not actions:
+            return NOTHING
+        self._fired = True
+        if self._on_action is not None:
             for action in actions:
-                fired = True
-                processed.batch.events.append(_action_row(action, pipeline))
-                if self._on_action is not None:
-                    self._on_action(action)
-        if fired:  # the limits' counts commit with the firings they counted
-            processed.batch.state[self.STATE_KEY] = json.dumps(self.engine.limits_state())
+                self._on_action(action)
+        return Derived(rows=[self._row(action) for action in actions])
 
-    def _trigger(self, observation: Observation, at: datetime, event_id: str) -> Trigger:
+    def changed_state(self) -> str | None:
+        if not self._fired:
+            return None
+        self._fired = False
+        return json.dumps(self.engine.limits_state())
+
+    def restore(self, saved: str) -> bool:
+        self.engine.restore_limits(json.loads(saved))
+        return False
+
+    def _trigger(self, entry: Entry) -> Trigger:
+        observation, at = entry.observation, entry.at
         data = observation.event_data()
         visitor_id = observation.visitor if isinstance(observation, ZoneEvent) else None
         if isinstance(observation, Sighting):
@@ -150,7 +163,7 @@ class LocationStage:
         return Trigger(
             type=observation.cloud_event_type(),
             time=at,
-            id=event_id,
+            id=entry.event_id,
             subject=observation.subject(),
             device=observation.device_id,
             data=data,
@@ -159,51 +172,33 @@ class LocationStage:
         )
 
     def _visitor(self, visitor_id: str | None, at: datetime) -> dict[str, Any] | None:
-        view = self.presence.visitor(visitor_id, at) if visitor_id else None
+        view = self._presence.visitor(visitor_id, at) if visitor_id else None
         if view is None:
             return None
         return {"id": view.id, "segment": view.segment, "zone": view.zone, "dwell_s": view.dwell_s}
 
     def _zone(self, zone_id: str) -> dict[str, Any]:
-        spec = self.zones.spec(zone_id)
+        spec = self._presence.zones.spec(zone_id)
         return {
             "id": zone_id,
             "name": spec.name if spec is not None else None,
-            "occupancy": self.presence.occupancy().get(zone_id, 0),
+            "occupancy": self._presence.occupancy().get(zone_id, 0),
         }
 
-
-def _action_row(action: Action, pipeline: Pipeline) -> EventRow:
-    """A publish as a row for the MQTT action sink; an emit as the event it asks for."""
-    if action.type == "publish":
-        return pipeline.event_row(
-            ACTION_PUBLISH_TYPE,
-            action.time,
-            action.visitor,
-            {
-                "rule": action.rule,
-                "topic": action.topic,
-                "payload": action.payload,
-                "qos": action.qos,
-                "retain": action.retain,
-            },
-            None,
-        )
-    data: dict[str, Any] = {"rule": action.rule, **(action.data or {})}
-    return pipeline.event_row(action.event_type or "", action.time, action.visitor, data, None)
-
-
-def location_stage(
-    settings: Settings,
-    rules: RuleSet,
-    on_action: Callable[[Action], None] | None = None,
-    trace_capacity: int | None = None,
-) -> LocationStage:
-    """Zones, presence and rules as ``store.yaml`` describes them (live and in the backtest)."""
-    zones = ZoneMap(settings.zones)
-    presence = PresenceEngine(
-        zones, settings.presence, Audiences(settings.audiences), rules.dwell_thresholds_s()
-    )
-    store = StoreContext(id=settings.store_id, name=settings.store_id, timezone=settings.timezone)
-    engine = RuleEngine(rules, store, trace_capacity or settings.rules.trace_capacity)
-    return LocationStage(presence, zones, engine, on_action)
+    def _row(self, action: Action) -> EventRow:
+        """A publish as a row for the MQTT action sink; an emit as the event it asks for."""
+        if action.type == "publish":
+            return self._events.row(
+                ACTION_PUBLISH_TYPE,
+                action.time,
+                action.visitor,
+                {
+                    "rule": action.rule,
+                    "topic": action.topic,
+                    "payload": action.payload,
+                    "qos": action.qos,
+                    "retain": action.retain,
+                },
+            )
+        data: dict[str, Any] = {"rule": action.rule, **(action.data or {})}
+        return self._events.row(action.event_type or "", action.time, action.visitor, data)

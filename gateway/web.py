@@ -9,32 +9,44 @@ covers a failure. The secret is removed from the payload before anything keeps i
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import json
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
 from devices.wifi import validate_secret
+from gateway.batch import Inbound
+from gateway.clock import Clock
 from gateway.config import WebSettings
-from gateway.mqtt import Inbound
+from gateway.status import StatusView
+from lantern.errors import StartupError
 
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+__all__ = ["MERAKI_PATH", "WebServer"]
 
 MERAKI_PATH = "/meraki"
 _MAX_POST_BYTES = 8 * 1024 * 1024  # a Meraki post for a busy floor is a few hundred KiB
-_RECENT_DEAD_LETTERS = 20
 _DEFAULT_TRACES = 100
-_RECENT_TRACES = 20  # on the page: enough to see why the last few visitors got what they got
+
+AcceptPost = Callable[[Inbound], Awaitable[None]]  # returns once the message is committed
 
 
 class WebServer:
-    def __init__(self, settings: WebSettings, gateway: Gateway) -> None:
+    """``async with WebServer(...)`` serves until the block ends; ``url`` says where."""
+
+    def __init__(
+        self,
+        settings: WebSettings,
+        status: StatusView,
+        accept: AcceptPost,
+        clock: Clock,
+    ) -> None:
         self._settings = settings
-        self._gateway = gateway
+        self._status = status
+        self._accept = accept
+        self._clock = clock
         self._runner: web.AppRunner | None = None
         self.port = settings.port
 
@@ -45,13 +57,22 @@ class WebServer:
     async def __aenter__(self) -> WebServer:
         app = web.Application(client_max_size=_MAX_POST_BYTES)
         app.router.add_get("/", self._page)
-        app.router.add_get("/api/status", self._status)
+        app.router.add_get("/api/status", self._status_json)
         app.router.add_get("/api/rules/traces", self._traces)
         app.router.add_get(MERAKI_PATH, self._meraki_validator)
         app.router.add_post(MERAKI_PATH, self._meraki_post)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self._settings.host, self._settings.port).start()
+        host, port = self._settings.host, self._settings.port
+        try:
+            await web.TCPSite(self._runner, host, port).start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            raise StartupError(
+                f"web.port: cannot serve the status page on {host}:{port}: {why}"
+                " (another lantern run, or another service, holds it: set web.port)"
+            ) from None
         self.port = int(self._runner.addresses[0][1])
         return self
 
@@ -59,62 +80,23 @@ class WebServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    async def status(self) -> dict[str, Any]:
-        gateway = self._gateway
-        snapshot = await gateway.snapshot()
-        dead = await gateway.outbox.query(
-            "SELECT received_at, topic, kind, reason FROM dead_letters ORDER BY id DESC LIMIT ?",
-            (_RECENT_DEAD_LETTERS,),
-        )
-        return {
-            "store_id": gateway.settings.store_id,
-            "time": datetime.now(UTC).isoformat(),
-            "counters": dataclasses.asdict(snapshot),
-            "mqtt": {
-                "broker": f"{gateway.settings.mqtt.host}:{gateway.settings.mqtt.port}",
-                "connected": snapshot.mqtt_connected,
-                "last_error": gateway.mqtt_error,
-            },
-            "sinks": gateway.sink_states(),
-            "dead_letters_by_kind": gateway.dead_letters_by_kind(),
-            "recent_dead_letters": [
-                {"received_at": at, "topic": topic, "kind": kind, "reason": reason}
-                for at, topic, kind, reason in dead
-            ],
-            "devices": [record.model_dump(mode="json") for record in gateway.inventory.devices()],
-            "rules": gateway.rules_status(),
-            "recent_rule_outcomes": [
-                trace.model_dump(mode="json", exclude={"event_id"})
-                for trace in (
-                    gateway.location.engine.traces(limit=_RECENT_TRACES)
-                    if gateway.location is not None
-                    else []
-                )
-            ],
-        }
-
     async def _traces(self, request: web.Request) -> web.Response:
         """Why a rule did or did not fire: ?rule=ID&visitor=ID&limit=N, newest first."""
         try:
             limit = int(request.query.get("limit", _DEFAULT_TRACES))
         except ValueError:
             raise web.HTTPBadRequest(text="limit must be a whole number") from None
-        location = self._gateway.location
-        traces = (
-            location.engine.traces(
-                rule=request.query.get("rule"), visitor=request.query.get("visitor"), limit=limit
-            )
-            if location is not None
-            else []
+        traces = self._status.traces(
+            rule=request.query.get("rule"), visitor=request.query.get("visitor"), limit=limit
         )
         return web.json_response([trace.model_dump(mode="json") for trace in traces])
 
-    async def _status(self, request: web.Request) -> web.Response:
-        return web.json_response(await self.status())
+    async def _status_json(self, request: web.Request) -> web.Response:
+        return web.json_response(await self._status.document())
 
     async def _page(self, request: web.Request) -> web.Response:
-        status = await self.status()
-        return web.Response(text=_render(status), content_type="text/html")
+        document = await self._status.document()
+        return web.Response(text=_render(document), content_type="text/html")
 
     async def _meraki_validator(self, request: web.Request) -> web.Response:
         if self._settings.meraki_validator is None:
@@ -127,18 +109,16 @@ class WebServer:
             raise web.HTTPNotFound(text="the Meraki receiver is not configured")
         try:
             document = json.loads(await request.read())
-        except ValueError:
+        except (ValueError, RecursionError):
             raise web.HTTPBadRequest(text="not JSON") from None
         if not isinstance(document, dict) or not validate_secret(
             document, expected.get_secret_value()
         ):
             raise web.HTTPForbidden(text="wrong or missing secret")
         del document["secret"]  # the shared secret is not an event's business
-        topic = f"lantern/{self._gateway.settings.store_id}/wifi/meraki"
+        topic = f"lantern/{self._status.settings.store_id}/wifi/meraki"
         payload = json.dumps(document, separators=(",", ":")).encode()
-        inbound = Inbound(topic, payload, 0, 0, False, datetime.now(UTC), 0)
-        await self._gateway.ingest.submit(inbound)
-        await self._gateway.mirror_for_recording(inbound)
+        await self._accept(Inbound.local(topic, payload, self._clock.now()))
         return web.json_response({"accepted": True})
 
 

@@ -14,6 +14,9 @@
     │   ├── RecordingError              a recording line not in the recording format
     │   └── ConfigError                 store.yaml or the environment is invalid: one line per
     │                                   problem in ``problems``
+    ├── StartupError                    something the gateway must hold is taken: web.port in
+    │                                   use, the data folder held by another lantern run
+    ├── BrokerUnreachable               the MQTT broker cannot be reached (lantern record)
     ├── OutboxError                     the outbox database cannot be opened or written
     └── SinkError                       a sink cannot deliver a batch
         ├── RetryableSinkError          5xx, 429, connection trouble: retried with backoff
@@ -25,7 +28,8 @@ validators, ``json``) treats them as it treats any bad value.
 Where each is caught: a decode error at the pipeline (a dead letter); a condition or template
 error at rule evaluation (an ``error`` trace); ``RulesInvalid`` by the rules watcher (the old
 set keeps running) and the CLI (one line per problem); ``ConfigError`` by the CLI (one line per
-problem, exit 2); sink errors inside their sink (retry or park). Anything else that escapes a
+problem, exit 2); ``StartupError`` and ``BrokerUnreachable`` by the CLI (one line, exit 1);
+sink errors inside their sink (retry or park). Anything else that escapes a
 part is caught at that part's boundary, logged with its context, and the part goes on.
 """
 
@@ -34,6 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "BrokerUnreachable",
     "ConditionError",
     "ConditionSyntaxError",
     "ConfigError",
@@ -47,6 +52,7 @@ __all__ = [
     "RuleProblem",
     "RulesInvalid",
     "SinkError",
+    "StartupError",
     "TemplateError",
 ]
 
@@ -114,6 +120,14 @@ class ConfigError(InputError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+class StartupError(LanternError):
+    """The gateway cannot start: something it must hold is taken. str() says what to fix."""
+
+
+class BrokerUnreachable(LanternError):
+    """The MQTT broker could not be reached in time; str() names it and the last error."""
 
 
 class OutboxError(LanternError):

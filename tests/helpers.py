@@ -1,11 +1,14 @@
-"""Shared test tools: an in-process gateway, a publisher, waiting for a condition."""
+"""Shared test tools: an in-process gateway, a device that publishes, the outbox on disk, and
+waiting for a condition."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -13,8 +16,10 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.app import Gateway
+from gateway.app import OUTBOX_FILE_NAME, Gateway
+from gateway.clock import Clock
 from gateway.config import Settings
+from gateway.status import StatusView
 
 _client_ids = itertools.count()
 
@@ -23,7 +28,8 @@ def make_settings(data_dir: Path, broker_url: str, **overrides: Any) -> Settings
     values: dict[str, Any] = {
         "store_id": "s1",
         "data_dir": data_dir,
-        "mqtt": {"url": broker_url, "client_id": f"lantern-test-{data_dir.name}"},
+        # A session of its own at the shared broker; the same Settings keep it across restarts.
+        "mqtt": {"url": broker_url, "client_id": f"lantern-test-{next(_client_ids)}"},
         "outbox": {"batch_max_ms": 20},
         "http_sink": {"retry_min_s": 0.05, "retry_max_s": 0.5},
         "web": {"port": 0},
@@ -37,28 +43,66 @@ def make_settings(data_dir: Path, broker_url: str, **overrides: Any) -> Settings
 
 
 @asynccontextmanager
-async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
+async def running_gateway(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Gateway]:
+    """A gateway running in this loop until the block ends, then drained as on SIGTERM.
+
+    A failure of the test's own block is raised as it is (not in an exception group), and
+    the gateway is stopped either way.
+    """
     stop = asyncio.Event()
-    gateway = Gateway(settings)
-    task = asyncio.create_task(gateway.run(stop))
-    ready = asyncio.create_task(gateway.ready.wait())
-    await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        task.result()
-    await asyncio.wait_for(gateway.wait_connected(), 10)
+    gateway = Gateway(settings, clock)
+    run = asyncio.create_task(gateway.run(stop), name="gateway")
+    ready = asyncio.create_task(gateway.ready.wait(), name="gateway-ready")
     try:
+        await asyncio.wait([run, ready], return_when=asyncio.FIRST_COMPLETED)
+        if run.done():
+            run.result()  # start-up failed: its error, not a timeout
+        await asyncio.wait_for(gateway.wait_connected(), 10)
         yield gateway
     finally:
+        ready.cancel()
         stop.set()
-        await asyncio.wait_for(task, 30)
+        await asyncio.wait_for(run, 30)
 
 
-async def wait_until(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
+def status(gateway: Gateway) -> StatusView:
+    assert gateway.status is not None, "the gateway is not running"
+    return gateway.status
+
+
+def sink_delivered(gateway: Gateway, name: str = "http") -> int:
+    (sink,) = [sink for sink in status(gateway).sinks() if sink["name"] == name]
+    return int(sink["delivered"])
+
+
+def outbox_rows(
+    settings: Settings, sql: str, params: tuple[Any, ...] = ()
+) -> list[tuple[Any, ...]]:
+    """Read the outbox file as it is on disk (read-only, beside the gateway's writer)."""
+    path = settings.data_dir / OUTBOX_FILE_NAME
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        return [tuple(row) for row in conn.execute(sql, params).fetchall()]
+
+
+async def wait_until(
+    condition: Callable[[], bool | Awaitable[bool]], timeout_s: float = 15.0
+) -> None:
+    """Poll a condition (plain or async) until it holds; fail after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
-    while not condition():
+    while True:
+        result = condition()
+        if await result if inspect.isawaitable(result) else result:
+            return
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+async def settled(gateway: Gateway, received: int) -> None:
+    """Until the gateway has received ``received`` messages in all, and committed and
+    acknowledged every one: what was sent so far is in, at the clock's time."""
+    ingest = gateway.ingest
+    await wait_until(lambda: ingest.settled == ingest.received >= received)
 
 
 class Publisher:
@@ -81,9 +125,13 @@ class Publisher:
         for info in infos:
             info.wait_for_publish(timeout=30)
 
+    async def send(self, messages: list[tuple[str, bytes | str]], qos: int = 1) -> None:
+        """publish_all without blocking the test's loop (the gateway runs in it)."""
+        await asyncio.to_thread(self.publish_all, messages, qos)
+
     def close(self) -> None:
+        self.client.disconnect()  # first: it wakes paho's network thread, which then ends
         self.client.loop_stop()
-        self.client.disconnect()
 
     def __enter__(self) -> Publisher:
         return self

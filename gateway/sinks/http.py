@@ -15,9 +15,9 @@ import logging
 import aiohttp
 
 from gateway.config import HttpSinkSettings
-from gateway.events import BATCH_CONTENT_TYPE
+from gateway.events import ACTION_PUBLISH_TYPE, BATCH_CONTENT_TYPE
 from gateway.mqtt import backoff_delay_s
-from gateway.outbox import ACTION_PUBLISH_TYPE, Outbox, Page, TypeFilter
+from gateway.outbox import Outbox, Page, TypeFilter
 from lantern.errors import RejectedBatchError, RetryableSinkError
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ _MAX_REASON_CHARS = 500  # of a refusing server's body, kept with the parked bat
 
 class HttpSink:
     name = "http"
+    local = False
 
     def __init__(self, settings: HttpSinkSettings, outbox: Outbox) -> None:
         if settings.url is None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 
+from gateway.events import ACTION_PUBLISH_TYPE
 from gateway.mqtt import MqttClient
-from gateway.outbox import ACTION_PUBLISH_TYPE, Outbox, TypeFilter
+from gateway.outbox import Outbox, TypeFilter
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ _PAGE_EVENTS = 100
 
 class MqttActionSink:
     name = "mqtt-actions"
+    local = True
     types = TypeFilter(include=(ACTION_PUBLISH_TYPE,))
 
     def __init__(self, outbox: Outbox, mqtt: MqttClient) -> None:

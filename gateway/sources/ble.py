@@ -12,12 +12,10 @@ gateway runs on.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime
 from typing import Any
 
 from bleak import BleakScanner
@@ -25,8 +23,11 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
 
+from gateway.batch import Inbound
+from gateway.clock import Clock
 from gateway.config import BleSettings
-from gateway.mqtt import Inbound
+
+__all__ = ["BleSource", "advertisement_payload"]
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,11 @@ class BleSource:
         settings: BleSettings,
         store_id: str,
         receive: Callable[[Inbound], None],
+        clock: Clock,
         scanner_factory: ScannerFactory = BleakScanner,
     ) -> None:
         self._settings = settings
+        self._clock = clock
         self._topic = f"lantern/{store_id}/ble/{settings.scanner_name}"
         self._receive = receive
         self._scanner_factory = scanner_factory
@@ -72,15 +75,14 @@ class BleSource:
 
     async def run(self) -> None:
         """Scan until cancelled, restarting a stalled scanner; return if there is no radio."""
-        loop = asyncio.get_running_loop()
         while True:
             try:
                 async with self._scanner_factory(
                     detection_callback=self._on_advertisement,
                     bluez={"adapter": self._settings.adapter},
                 ):
-                    self._last_advertisement = loop.time()
-                    await self._watch(loop)
+                    self._last_advertisement = self._clock.monotonic()
+                    await self._watch()
             except (BleakError, OSError) as exc:
                 log.error(
                     "local Bluetooth off: no usable adapter %s or no BlueZ (%s); the gateway "
@@ -96,23 +98,14 @@ class BleSource:
                 self.restarts,
             )
 
-    async def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def _watch(self) -> None:
         """Return when the scanner has been silent for too long."""
         timeout = self._settings.stall_timeout_s
-        while (silent := loop.time() - self._last_advertisement) < timeout:  # noqa: ASYNC110 - sleeps to the deadline, no polling
-            await asyncio.sleep(timeout - silent)
+        while (silent := self._clock.monotonic() - self._last_advertisement) < timeout:
+            await self._clock.sleep(timeout - silent)
 
     def _on_advertisement(self, device: BLEDevice, advertisement: AdvertisementData) -> None:
-        self._last_advertisement = asyncio.get_running_loop().time()
+        self._last_advertisement = self._clock.monotonic()
         self.advertisements += 1
-        self._receive(
-            Inbound(
-                self._topic,
-                advertisement_payload(device, advertisement),
-                0,
-                0,
-                False,
-                datetime.now(UTC),
-                0,
-            )
-        )
+        payload = advertisement_payload(device, advertisement)
+        self._receive(Inbound.local(self._topic, payload, self._clock.now()))

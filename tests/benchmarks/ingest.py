@@ -33,9 +33,11 @@ from paho.mqtt.properties import Properties
 
 from firmware_stubs.store_sim import StoreSimulator
 from gateway.app import Gateway
+from gateway.batch import Batch
 from gateway.config import Settings
 from gateway.localbroker import Mosquitto
-from gateway.outbox import Batch, Outbox
+from gateway.outbox import Outbox
+from tests.helpers import status
 
 
 def sighting_stream(count: int) -> list[tuple[str, str]]:
@@ -162,8 +164,8 @@ async def lantern_drain_rate(
     received_at: list[float] = []
     task = asyncio.create_task(gateway.run(stop))
     await gateway.ready.wait()
-    while gateway.outbox.events_committed < len(stream):
-        if not received_at and gateway._ingest is not None and gateway._ingest.received:
+    while status(gateway).events_committed < len(stream):
+        if not received_at and gateway.ingest.received:
             received_at.append(time.perf_counter())
         await asyncio.sleep(0.001)
     finished = clock.marks[-1][1]
@@ -181,7 +183,7 @@ async def lantern_latency(
     await gateway.wait_connected()
     clock.reset()
     published = await asyncio.to_thread(publish, port, stream, rate)
-    while gateway.outbox.events_committed < len(stream):
+    while status(gateway).events_committed < len(stream):
         await asyncio.sleep(0.01)
     stop.set()
     await task

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
@@ -17,10 +16,12 @@ from bluetooth_data_tools import parse_advertisement_data_bytes
 
 from devices import theengs
 from devices.model import Message, Sighting
+from gateway.batch import Inbound
+from gateway.clock import ManualClock
 from gateway.config import BleSettings
-from gateway.mqtt import Inbound
 from gateway.sources.ble import BleSource
 from tests.fixture_files import load_json
+from tests.helpers import wait_until
 
 ADVERTS = load_json("ble_adverts.json")
 
@@ -63,25 +64,30 @@ class FakeScanner:
         return None
 
 
-def run_briefly(source: BleSource, seconds: float) -> None:
-    async def scenario() -> None:
-        task = asyncio.create_task(source.run())
-        await asyncio.sleep(seconds)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+async def started(source: BleSource) -> asyncio.Task[None]:
+    """The source running, its scanner started (every advertisement delivered by then)."""
+    task = asyncio.create_task(source.run())
+    await asyncio.sleep(0)  # one turn of the loop: the scanner's __aenter__ has run
+    return task
 
-    asyncio.run(scenario())
+
+async def stopped(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 @pytest.mark.parametrize("fixture", ADVERTS, ids=[entry["name"] for entry in ADVERTS])
-def test_fixture_advertisements_decode_through_the_gateway_path(fixture: dict[str, Any]) -> None:
+async def test_fixture_advertisements_decode_through_the_gateway_path(
+    fixture: dict[str, Any], clock: ManualClock
+) -> None:
     received: list[Inbound] = []
     scanner = FakeScanner([advertisement(fixture["adv_hex"])])
-    source = BleSource(BleSettings(enabled=True), "s1", received.append, scanner)
-    run_briefly(source, 0.05)
+    source = BleSource(BleSettings(enabled=True), "s1", received.append, clock, scanner)
+    await stopped(await started(source))
     (inbound,) = received
     assert inbound.topic == "lantern/s1/ble/gateway"
-    message = Message(inbound.topic, inbound.payload, datetime.now(UTC), {"gw": "gateway"})
+    assert inbound.received_at == clock.now()
+    message = Message(inbound.topic, inbound.payload, inbound.received_at, {"gw": "gateway"})
     (sighting,) = theengs.parse(message) or []
     assert isinstance(sighting, Sighting)
     assert sighting.rssi == -60
@@ -91,21 +97,31 @@ def test_fixture_advertisements_decode_through_the_gateway_path(fixture: dict[st
         assert sighting.beacon[key] == pytest.approx(value), key
 
 
-def test_the_watchdog_restarts_a_silent_scanner_and_counts_it() -> None:
+async def test_the_watchdog_restarts_a_silent_scanner_and_counts_it(clock: ManualClock) -> None:
     scanner = FakeScanner([])
-    source = BleSource(
-        BleSettings(enabled=True, stall_timeout_s=0.05), "s1", lambda _: None, scanner
-    )
-    run_briefly(source, 0.4)
-    assert source.restarts >= 3
-    assert scanner.starts == source.restarts + 1
+    settings = BleSettings(enabled=True, stall_timeout_s=60)
+    source = BleSource(settings, "s1", lambda _: None, clock, scanner)
+    task = await started(source)
+    for minute in range(3):
+        clock.advance(59)
+        await asyncio.sleep(0)
+        assert source.restarts == minute  # not yet: the minute is not over
+        clock.advance(1)
+        await wait_until(
+            lambda after=minute + 1: (source.restarts, scanner.starts) == (after, after + 1)
+        )
+    await stopped(task)
+    assert source.restarts == 3
+    assert scanner.starts == 4
 
 
-def test_no_adapter_is_one_clear_log_line_not_a_crash(caplog: pytest.LogCaptureFixture) -> None:
+async def test_no_adapter_is_one_clear_log_line_not_a_crash(
+    caplog: pytest.LogCaptureFixture, clock: ManualClock
+) -> None:
     scanner = FakeScanner([], fail=BleakError("No Bluetooth adapters found."))
-    source = BleSource(BleSettings(enabled=True), "s1", lambda _: None, scanner)
+    source = BleSource(BleSettings(enabled=True), "s1", lambda _: None, clock, scanner)
     with caplog.at_level(logging.ERROR):
-        asyncio.run(asyncio.wait_for(source.run(), 5))
+        await asyncio.wait_for(source.run(), 5)
     (record,) = caplog.records
     assert "local Bluetooth off" in record.getMessage()
     assert "No Bluetooth adapters found" in record.getMessage()

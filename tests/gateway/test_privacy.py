@@ -4,21 +4,29 @@ address in every spelling."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from firmware_stubs.store_sim import StoreSimulator
-from gateway.localbroker import Mosquitto
+from gateway.app import OUTBOX_FILE_NAME
+from gateway.clock import ManualClock
+from gateway.config import Settings
 from gateway.receiver import Receiver
 from tests.fixture_files import load_json, load_jsonl
-from tests.helpers import Publisher, make_settings, running_gateway, wait_until
+from tests.helpers import (
+    Publisher,
+    outbox_rows,
+    running_gateway,
+    sink_delivered,
+    status,
+    wait_until,
+)
 
 _MAC = re.compile(r"^(?:[0-9A-Fa-f]{2}[:-]?){5}[0-9A-Fa-f]{2}$")
 _MAC_KEYS = {"mac", "id", "clientMac", "apMac", "nearestApMac", "ap"}
@@ -81,8 +89,16 @@ def mqtt_payloads() -> list[tuple[str, bytes]]:
     return messages
 
 
-def test_no_raw_mac_in_the_outbox_the_logs_or_the_http_bodies(
-    broker: Mosquitto, tmp_path: Path
+@pytest.mark.settings(
+    http_sink={"exclude_types": []},
+    web={"meraki_secret": MERAKI_SECRET, "meraki_validator": "v"},
+)
+async def test_no_raw_mac_in_the_outbox_the_logs_or_the_http_bodies(
+    gateway_settings: Settings,
+    clock: ManualClock,
+    device: Publisher,
+    receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     messages = mqtt_payloads()
     meraki = load_json("meraki_v3_wifi.json")
@@ -97,47 +113,30 @@ def test_no_raw_mac_in_the_outbox_the_logs_or_the_http_bodies(
                 if _MAC.match(m)
             }
     assert len(macs) >= 30, "the test needs addresses to look for"
-    records: list[str] = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = lambda record: records.append(record.getMessage() + str(record.exc_info or ""))  # type: ignore[method-assign]
-    logging.getLogger().addHandler(handler)
-    logging.getLogger().setLevel(logging.DEBUG)
-
-    async def scenario() -> list[bytes]:
-        async with Receiver() as receiver:
-            settings = make_settings(
-                tmp_path,
-                broker.url,
-                http_sink={"url": receiver.url, "exclude_types": []},
-                web={"meraki_secret": MERAKI_SECRET, "meraki_validator": "v"},
-            )
-            async with running_gateway(settings) as gateway:
-                with Publisher(broker.port) as device:
-                    device.publish_all(messages)
-                assert gateway.web is not None
-                async with aiohttp.ClientSession() as session:
-                    async with session.post(f"{gateway.web.url}/meraki", json=meraki) as response:
-                        assert response.status == 200
-                    async with session.get(f"{gateway.web.url}/api/status") as response:
-                        status_page = await response.read()
-                    async with session.get(f"{gateway.web.url}/") as response:
-                        status_page += await response.read()
-                await wait_until(lambda: gateway.ingest.received >= len(messages) + 1)
-                await wait_until(
-                    lambda: gateway._sinks[0].delivered == gateway.outbox.events_committed
-                )
-                dead = await gateway.outbox.query("SELECT count(*) FROM dead_letters")
-                assert dead[0][0] >= 3
-            return [*receiver.bodies, status_page]
-
-    try:
-        bodies = asyncio.run(scenario())
-    finally:
-        logging.getLogger().removeHandler(handler)
-    stored = b"".join(path.read_bytes() for path in tmp_path.glob("outbox.sqlite*"))
-    logged = "\n".join(records).encode()
-    forwarded = b"\n".join(bodies)
+    caplog.set_level(logging.DEBUG)
+    async with running_gateway(gateway_settings, clock) as gateway:
+        await device.send(messages)
+        assert gateway.web is not None
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{gateway.web.url}/meraki", json=meraki) as response:
+                assert response.status == 200
+            async with session.get(f"{gateway.web.url}/api/status") as response:
+                status_page = await response.read()
+            async with session.get(f"{gateway.web.url}/") as response:
+                status_page += await response.read()
+        await wait_until(lambda: gateway.ingest.received >= len(messages) + 1)
+        await wait_until(lambda: sink_delivered(gateway) == status(gateway).events_committed)
+    ((dead,),) = outbox_rows(gateway_settings, "SELECT count(*) FROM dead_letters")
+    assert dead >= 3
+    stored = b"".join(
+        path.read_bytes() for path in gateway_settings.data_dir.glob(f"{OUTBOX_FILE_NAME}*")
+    )
+    logged = "\n".join(
+        record.getMessage() + str(record.exc_info or "") for record in caplog.records
+    ).encode()
+    forwarded = b"\n".join([*receiver.bodies, status_page])
     assert b"lantern.presence.sighted" in forwarded  # the sightings did go through
+    assert b"dead letter" in logged  # and the broken ones were logged, topic and reason
     for mac in sorted(macs):
         for form in spellings(mac):
             assert form not in stored, f"{form!r} stored in the outbox"

@@ -1,22 +1,28 @@
-"""``lantern record``: live traffic to DESIGN.md's recording format, replayable by the backtest."""
+"""``lantern record``: live traffic in the recording format, replayable by the backtest."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.backtest import backtest, read_recording
-from gateway.localbroker import Mosquitto
-from gateway.record import record
+from gateway.clock import ManualClock
+from gateway.config import DEFAULT_SOURCES
+from gateway.localbroker import Mosquitto, free_port
+from gateway.record import http_mirror_topic, record
+from gateway.router import Router, default_decoders
+from lantern.errors import BrokerUnreachable
 from rules.model import parse_rules
 from tests.fixture_files import load_json
-from tests.helpers import Publisher, make_settings, running_gateway, wait_until
+from tests.helpers import Publisher, make_settings, running_gateway, status, wait_until
 
 PHONE_MAC = "c2f0aa000001"
 
@@ -33,15 +39,22 @@ class RecorderWatch:
         self.client.loop_start()
 
     def close(self) -> None:
+        self.client.disconnect()  # first: it wakes paho's network thread, which then ends
         self.client.loop_stop()
-        self.client.disconnect()
 
 
 SCAN = "]C1010950110153000317211234"
 
 
-def test_recorded_traffic_keeps_no_address_and_replays_as_it_decoded(
-    broker: Mosquitto, tmp_path: Path
+@pytest.fixture
+def watcher(broker: Mosquitto) -> Iterator[RecorderWatch]:
+    watch = RecorderWatch(broker.port)
+    yield watch
+    watch.close()
+
+
+async def test_recorded_traffic_keeps_no_address_and_replays_as_it_decoded(
+    broker: Mosquitto, tmp_path: Path, device: Publisher, watcher: RecorderWatch
 ) -> None:
     out = tmp_path / "today.jsonl"
     settings = make_settings(
@@ -55,25 +68,15 @@ def test_recorded_traffic_keeps_no_address_and_replays_as_it_decoded(
         ("lantern/s1/scanner/till-1", SCAN),
         ("lantern/s1/scanner/till-2", b"\xff\xfe not text"),
     ]
-
-    watcher = RecorderWatch(broker.port)
-
-    async def scenario() -> int:
-        stop = asyncio.Event()
-        async with asyncio.TaskGroup() as tasks:
-            recording = tasks.create_task(record(settings, out, stop))
-            # "online" follows the subscription on the recorder's connection.
-            await asyncio.to_thread(watcher.online.wait, 15)
-            with Publisher(broker.port) as device:
-                device.publish_all(messages)
-            await wait_until(lambda: len(out.read_text().splitlines()) == len(messages))
-            stop.set()
-        return recording.result()
-
-    try:
-        assert asyncio.run(scenario()) == len(messages)
-    finally:
-        watcher.close()
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tasks:
+        recording = tasks.create_task(record(settings, out, stop))
+        # "online" follows the subscription on the recorder's connection.
+        await asyncio.to_thread(watcher.online.wait, 15)
+        await device.send(messages)
+        await wait_until(lambda: len(out.read_text().splitlines()) == len(messages))
+        stop.set()
+    assert recording.result() == len(messages)
     text = out.read_text(encoding="utf-8")
     for spelling in (PHONE_MAC, "c2:f0:aa:00:00:01"):
         assert spelling not in text.lower()
@@ -94,37 +97,36 @@ def test_recorded_traffic_keeps_no_address_and_replays_as_it_decoded(
     assert entered["subject"].startswith("p-")
 
 
-def test_meraki_posts_over_http_are_recorded_too(broker: Mosquitto, tmp_path: Path) -> None:
+def test_the_gateway_does_not_subscribe_to_its_own_http_mirror() -> None:
+    mirror = http_mirror_topic("s1", "lantern/s1/wifi/meraki")
+    subscriptions = Router(DEFAULT_SOURCES, "s1", default_decoders()).subscriptions()
+    assert not [topic for topic, _ in subscriptions if paho.topic_matches_sub(topic, mirror)]
+
+
+async def test_meraki_posts_over_http_are_recorded_too(
+    broker: Mosquitto, tmp_path: Path, clock: ManualClock, watcher: RecorderWatch
+) -> None:
     out = tmp_path / "wifi.jsonl"
     meraki = load_json("meraki_v3_wifi.json")
     settings = make_settings(
         tmp_path / "data",
         broker.url,
         web={"meraki_validator": "v", "meraki_secret": meraki["secret"]},
-        mqtt={"client_id": "lantern-http-mirror"},
         zones=[{"id": "floor", "polygon": [[0, 0], [100, 0], [100, 100], [0, 100]]}],
     )
-    watcher = RecorderWatch(broker.port)
-
-    async def scenario() -> int:
-        stop = asyncio.Event()
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(record(settings, out, stop))
-            await asyncio.to_thread(watcher.online.wait, 15)
-            async with running_gateway(settings) as gateway, aiohttp.ClientSession() as session:
-                assert gateway.web is not None
-                async with session.post(f"{gateway.web.url}/meraki", json=meraki) as response:
-                    assert response.status == 200
-                await wait_until(lambda: out.exists() and out.read_text() != "")
-                await asyncio.sleep(0.5)  # the mirror is not ingested: nothing more comes
-                committed = gateway.outbox.events_committed
-            stop.set()
-        return committed
-
-    try:
-        committed = asyncio.run(scenario())
-    finally:
-        watcher.close()
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(record(settings, out, stop))
+        await asyncio.to_thread(watcher.online.wait, 15)
+        async with running_gateway(settings, clock) as gateway, aiohttp.ClientSession() as session:
+            assert gateway.web is not None
+            async with session.post(f"{gateway.web.url}/meraki", json=meraki) as response:
+                assert response.status == 200
+            await wait_until(lambda: out.exists() and out.read_text() != "")
+            received = gateway.ingest.received  # the post alone, not its mirror
+            committed = status(gateway).events_committed
+        stop.set()
+    assert received == 1
     text = out.read_text(encoding="utf-8")
     (line,) = [json.loads(line) for line in text.splitlines()]
     assert line["topic"] == "lantern/s1/wifi/meraki"  # as the gateway ingested it
@@ -136,3 +138,9 @@ def test_meraki_posts_over_http_are_recorded_too(broker: Mosquitto, tmp_path: Pa
     entered = [e for e in replayed if e.get("type") == "lantern.zone.entered"]
     assert len(entered) == len(meraki["data"]["observations"])
     assert committed == 2 * len(entered)  # live: a sighting and a zone entry each, no more
+
+
+async def test_an_unreachable_broker_is_an_error_not_an_empty_recording(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", f"mqtt://127.0.0.1:{free_port()}")
+    with pytest.raises(BrokerUnreachable, match=r"mqtt.url: cannot reach the broker at 127.0.0.1:"):
+        await record(settings, tmp_path / "none.jsonl", asyncio.Event(), connect_timeout_s=1.0)

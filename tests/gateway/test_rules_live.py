@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
-import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,20 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gateway.app import Gateway
+from gateway.clock import ManualClock
+from gateway.config import Settings
 from gateway.localbroker import Mosquitto
 from gateway.receiver import Receiver
-from tests.helpers import Publisher, make_settings, running_gateway, wait_until
+from tests.helpers import (
+    Publisher,
+    make_settings,
+    outbox_rows,
+    running_gateway,
+    settled,
+    status,
+    wait_until,
+)
 
 LOYALTY = "2f234454-cf6d-4a0f-adf2-f4911ba9ffa6"
 MEMBER = f"iBeacon:{LOYALTY}-100-3"
@@ -48,6 +60,31 @@ def rules_dir(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.fixture
+def live_settings(
+    tmp_path: Path, broker: Mosquitto, receiver: Receiver, rules_dir: Path
+) -> Settings:
+    """Two zones, the loyalty audience, the rules folder, forwarding to ``receiver``."""
+    return make_settings(
+        tmp_path / "data",
+        broker.url,
+        http_sink={"url": receiver.url},
+        zones=ZONES,
+        audiences=AUDIENCES,
+        rules={"dir": rules_dir},
+        # Short, so that a member who stops being seen has left by the next visit.
+        presence={"away_timeout_s": 1.0, "reading_ttl_s": 1.0},
+    )
+
+
+@pytest.fixture
+def screen(broker: Mosquitto) -> Iterator[Subscriber]:
+    """A signage screen on the action topics."""
+    subscriber = Subscriber(broker.port, "store/s1/signage/#")
+    yield subscriber
+    subscriber.close()
+
+
 class Subscriber:
     """A signage screen: a paho client on the action topics."""
 
@@ -62,8 +99,8 @@ class Subscriber:
         self.client.loop_start()
 
     def close(self) -> None:
+        self.client.disconnect()  # first: it wakes paho's network thread, which then ends
         self.client.loop_stop()
-        self.client.disconnect()
 
 
 def sightings(visitor: str, room: str, count: int) -> list[tuple[str, str]]:
@@ -71,57 +108,54 @@ def sightings(visitor: str, room: str, count: int) -> list[tuple[str, str]]:
     return [(f"espresense/devices/{visitor}/{room}", payload)] * count
 
 
-def test_a_loyal_dweller_gets_the_offer_on_the_screen_and_the_central_record(
-    broker: Mosquitto, tmp_path: Path, rules_dir: Path
+async def linger(
+    gateway: Gateway, device: Publisher, clock: ManualClock, visitors: list[str]
 ) -> None:
-    screen = Subscriber(broker.port, "store/s1/signage/#")
+    """1.5 s in the coffee aisle, past the 1 s dwell threshold: a sighting each 0.75 s."""
+    received = gateway.ingest.received
+    for _ in range(3):
+        for visitor in visitors:
+            await device.send(sightings(visitor, "coffee-aisle", 1))
+        received += len(visitors)
+        await settled(gateway, received)
+        clock.advance(0.75)
 
-    async def scenario() -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-        async with Receiver() as receiver:
-            settings = make_settings(
-                tmp_path / "data",
-                broker.url,
-                http_sink={"url": receiver.url},
-                zones=ZONES,
-                audiences=AUDIENCES,
-                rules={"dir": rules_dir},
-            )
-            async with running_gateway(settings) as gateway:
-                with Publisher(broker.port) as device:
-                    for _ in range(3):  # 1.5 s in the aisle: past the 1 s dwell threshold
-                        device.publish_all(sightings(MEMBER, "coffee-aisle", 1))
-                        device.publish_all(sightings("c2f0aa000001", "coffee-aisle", 1))
-                        await asyncio.sleep(0.75)
-                await wait_until(
-                    lambda: any(
-                        e["type"] == "lantern.offer.triggered" for e in receiver.events.values()
-                    )
-                )
-                await wait_until(lambda: not screen.messages.empty())
-                status = gateway.rules_status()
-                assert gateway.web is not None
-                async with aiohttp.ClientSession() as session:
-                    traces_url = f"{gateway.web.url}/api/rules/traces"
-                    async with session.get(traces_url, params={"rule": "quick-offer"}) as r:
-                        everyone = await r.json()
-                    (passer_by_id,) = {t["visitor"] for t in everyone} - {MEMBER_SUBJECT}
-                    query = {"rule": "quick-offer", "visitor": passer_by_id}
-                    async with session.get(traces_url, params=query) as response:
-                        passer_by = await response.json()
-                    async with session.get(traces_url, params={"limit": "many"}) as response:
-                        assert response.status == 400
-                    async with session.get(f"{gateway.web.url}/") as response:
-                        page = await response.text()
-                    outcomes = page.split("<h2>Latest rule outcomes</h2>")[1].split("<h2>")[0]
-                    assert "quick-offer" in outcomes
-                    assert "fired" in outcomes and "condition_false" in outcomes
-            return status, list(receiver.events.values()), passer_by
 
-    try:
-        status, events, passer_by = asyncio.run(scenario())
-        topic, payload = screen.messages.get(timeout=5)
-    finally:
-        screen.close()
+def rules_of(gateway: Gateway) -> dict[str, Any]:
+    return status(gateway).rules()
+
+
+async def test_a_loyal_dweller_gets_the_offer_on_the_screen_and_the_central_record(
+    live_settings: Settings,
+    clock: ManualClock,
+    device: Publisher,
+    receiver: Receiver,
+    screen: Subscriber,
+) -> None:
+    async with running_gateway(live_settings, clock) as gateway:
+        await linger(gateway, device, clock, [MEMBER, "c2f0aa000001"])
+        await wait_until(
+            lambda: any(e["type"] == "lantern.offer.triggered" for e in receiver.events.values())
+        )
+        topic, payload = await asyncio.to_thread(screen.messages.get, timeout=5)
+        rules = rules_of(gateway)
+        assert gateway.web is not None
+        async with aiohttp.ClientSession() as session:
+            traces_url = f"{gateway.web.url}/api/rules/traces"
+            async with session.get(traces_url, params={"rule": "quick-offer"}) as r:
+                everyone = await r.json()
+            (passer_by_id,) = {t["visitor"] for t in everyone} - {MEMBER_SUBJECT}
+            query = {"rule": "quick-offer", "visitor": passer_by_id}
+            async with session.get(traces_url, params=query) as response:
+                passer_by = await response.json()
+            async with session.get(traces_url, params={"limit": "many"}) as response:
+                assert response.status == 400
+            async with session.get(f"{gateway.web.url}/") as response:
+                page = await response.text()
+    outcomes = page.split("<h2>Latest rule outcomes</h2>")[1].split("<h2>")[0]
+    assert "quick-offer" in outcomes
+    assert "fired" in outcomes and "condition_false" in outcomes
+    events = list(receiver.events.values())
     assert topic == "store/s1/signage/coffee-aisle"
     assert payload == {"offer": "pods-10", "visitor": MEMBER_SUBJECT}
     assert screen.messages.empty()  # once: the passer-by is not loyal, the member is limited
@@ -136,104 +170,80 @@ def test_a_loyal_dweller_gets_the_offer_on_the_screen_and_the_central_record(
     assert passer_by
     assert {trace["outcome"] for trace in passer_by} == {"condition_false"}
     assert len({trace["visitor"] for trace in passer_by}) == 1
-    (summary,) = status["summary"]
+    (summary,) = rules["summary"]
     assert summary["rule"] == "quick-offer"
     assert summary["fired"] == 1
     assert summary["condition_false"] >= 1
 
 
-def test_hot_reload_takes_a_valid_set_and_refuses_an_invalid_one(
-    broker: Mosquitto, tmp_path: Path, rules_dir: Path
+async def test_hot_reload_takes_a_valid_set_and_refuses_an_invalid_one(
+    live_settings: Settings, rules_dir: Path, clock: ManualClock
 ) -> None:
+    async def polled_until(condition: Callable[[], bool]) -> None:
+        """The watcher polls each second of the clock, and reloads once the folder held
+        still for one more poll."""
+        for _ in range(5):
+            clock.advance(1.0)
+            with contextlib.suppress(AssertionError):
+                await wait_until(condition, timeout_s=0.2)
+                return
+        raise AssertionError("the rules watcher did not see the change")
 
-    async def scenario() -> None:
-        settings = make_settings(
-            tmp_path / "data", broker.url, zones=ZONES, rules={"dir": rules_dir}
+    async with running_gateway(live_settings, clock) as gateway:
+        assert rules_of(gateway)["count"] == 1
+        (rules_dir / "second.yaml").write_text(
+            OFFER_RULE.replace("id: quick-offer", "id: second-offer")
         )
-        async with running_gateway(settings) as gateway:
-            assert gateway.rules_status()["count"] == 1
-            (rules_dir / "second.yaml").write_text(
-                OFFER_RULE.replace("id: quick-offer", "id: second-offer")
+        await polled_until(lambda: rules_of(gateway)["count"] == 2)
+        (rules_dir / "broken.yaml").write_text(
+            OFFER_RULE.replace("id: quick-offer", "id: broken").replace(
+                'visitor.segment == "loyalty"', "visitor.segment == "
             )
-            await wait_until(lambda: gateway.rules_status()["count"] == 2)
-            (rules_dir / "broken.yaml").write_text(
-                OFFER_RULE.replace("id: quick-offer", "id: broken").replace(
-                    'visitor.segment == "loyalty"', "visitor.segment == "
-                )
-            )
-            await wait_until(lambda: bool(gateway.rules_status()["reload_error"]))
-            status = gateway.rules_status()
-            assert status["count"] == 2  # the previous set keeps running
-            (problem,) = status["reload_error"]
-            assert problem.startswith("broken.yaml: if: ")
-            (rules_dir / "broken.yaml").unlink()
-            await wait_until(lambda: gateway.rules_status()["reload_error"] == [])
-            assert gateway.rules_status()["count"] == 2
-
-    asyncio.run(scenario())
+        )
+        await polled_until(lambda: bool(rules_of(gateway)["reload_error"]))
+        rules = rules_of(gateway)
+        assert rules["count"] == 2  # the previous set keeps running
+        (problem,) = rules["reload_error"]
+        assert problem.startswith("broken.yaml: if: ")
+        (rules_dir / "broken.yaml").unlink()
+        await polled_until(lambda: rules_of(gateway)["reload_error"] == [])
+        assert rules_of(gateway)["count"] == 2
 
 
-def test_a_once_a_day_offer_stays_given_across_a_restart(
-    broker: Mosquitto, tmp_path: Path, rules_dir: Path
+async def test_a_once_a_day_offer_stays_given_across_a_restart(
+    live_settings: Settings, clock: ManualClock, device: Publisher
 ) -> None:
-    settings = make_settings(
-        tmp_path / "data",
-        broker.url,
-        zones=ZONES,
-        audiences=AUDIENCES,
-        rules={"dir": rules_dir},
-        mqtt={"client_id": "lantern-limits"},
-        # Short, so that the member has left by the time the gateway is back: presence itself
-        # survives a clean restart, and the second linger must be a new visit.
-        presence={"away_timeout_s": 1.0, "reading_ttl_s": 1.0},
-    )
-
     async def linger_once() -> dict[str, int]:
         """A gateway run in which the member lingers in the coffee aisle past the dwell."""
-        async with running_gateway(settings) as gateway:
-            with Publisher(broker.port) as device:
-                for _ in range(3):
-                    device.publish_all(sightings(MEMBER, "coffee-aisle", 1))
-                    await asyncio.sleep(0.75)
+        async with running_gateway(live_settings, clock) as gateway:
+            await linger(gateway, device, clock, [MEMBER])
 
             def judged() -> bool:
-                summary = gateway.rules_status()["summary"]
+                summary = rules_of(gateway)["summary"]
                 return bool(summary) and summary[0]["fired"] + summary[0]["limited"] >= 1
 
             await wait_until(judged)
-            (outcomes,) = gateway.rules_status()["summary"]
+            (outcomes,) = rules_of(gateway)["summary"]
             return outcomes
 
-    first = asyncio.run(linger_once())
+    first = await linger_once()
     assert (first["fired"], first["limited"]) == (1, 0)
-    time.sleep(1.5)  # away: the restored visit ends at the first tick
-    second = asyncio.run(linger_once())  # a new process would read the same outbox
+    clock.advance(1.5)  # away: presence survives the restart, but this visit has ended
+    second = await linger_once()  # a new process would read the same outbox
     assert (second["fired"], second["limited"]) == (0, 1)
 
 
-def test_a_clean_restart_keeps_who_is_in_which_zone(broker: Mosquitto, tmp_path: Path) -> None:
-    settings = make_settings(
-        tmp_path / "data", broker.url, zones=ZONES, mqtt={"client_id": "lantern-presence"}
-    )
-
-    async def seen_twice() -> tuple[dict[str, int], list[str]]:
-        async with running_gateway(settings) as gateway:
-            with Publisher(broker.port) as device:
-                device.publish_all(sightings(MEMBER, "coffee-aisle", 1))
-            await wait_until(lambda: gateway.location is not None and bool(occupancy(gateway)))
-        async with running_gateway(settings) as gateway:
-            restored = occupancy(gateway)  # before any new sighting
-            with Publisher(broker.port) as device:
-                device.publish_all(sightings(MEMBER, "coffee-aisle", 1))
-            await wait_until(lambda: gateway.ingest.settled == gateway.ingest.received == 1)
-            rows = await gateway.outbox.query("SELECT type FROM events ORDER BY seq")
-        return restored, [kind for (kind,) in rows]
-
-    def occupancy(gateway: Any) -> dict[str, int]:
-        assert gateway.location is not None
-        return dict(gateway.location.presence.occupancy())
-
-    restored, types = asyncio.run(seen_twice())
+async def test_a_clean_restart_keeps_who_is_in_which_zone(
+    live_settings: Settings, clock: ManualClock, device: Publisher
+) -> None:
+    async with running_gateway(live_settings, clock) as gateway:
+        await device.send(sightings(MEMBER, "coffee-aisle", 1))
+        await wait_until(lambda: bool(status(gateway).occupancy()))
+    async with running_gateway(live_settings, clock) as gateway:
+        restored = status(gateway).occupancy()  # before any new sighting
+        await device.send(sightings(MEMBER, "coffee-aisle", 1))
+        await settled(gateway, 1)
+    types = [kind for (kind,) in outbox_rows(live_settings, "SELECT type FROM events ORDER BY seq")]
     assert restored == {"coffee-aisle": 1}
     assert types.count("lantern.zone.entered") == 1  # not sent out and back in
     assert types.count("lantern.presence.sighted") == 2
