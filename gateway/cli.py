@@ -110,7 +110,10 @@ def demo(
     from gateway.demo import run_demo
 
     setup_logging(logging.WARNING)
-    asyncio.run(run_demo(seconds=seconds or None, sightings_per_s=rate))
+    try:
+        asyncio.run(run_demo(seconds=seconds or None, sightings_per_s=rate))
+    except StartupError as exc:
+        _fail(str(exc), 1)
 
 
 @app.command()

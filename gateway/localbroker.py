@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lantern.errors import StartupError
+
 log = logging.getLogger(__name__)
 
 # Kept identical to systemd/mosquitto-lantern.conf (a test compares them).
@@ -111,7 +113,13 @@ class AmqttBroker:
         return f"mqtt://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        from amqtt.broker import Broker
+        try:
+            from amqtt.broker import Broker
+        except ImportError:
+            raise StartupError(
+                "no broker to run: install mosquitto (apt-get install mosquitto), or amqtt"
+                " (pip install 'lantern-gateway[demo]')"
+            ) from None
 
         self._broker = Broker(
             {

@@ -1,9 +1,10 @@
 """The outbox: every event, dead letter and dedup digest, committed before anything is acked.
 
 One SQLite file in WAL mode (``synchronous=FULL`` by default: a commit survives power loss),
-opened through sqlite-utils and owned by ONE writer thread. Every database operation, the
-batch commits of the ingest loop and the sinks' reads and cursor moves alike, is a job on that
-thread's queue; the asyncio loop only awaits the job's future, so it never blocks on disk.
+opened with the standard library's sqlite3 and owned by ONE writer thread. Every database
+operation, the batch commits of the ingest loop and the sinks' reads and cursor moves alike, is
+a job on that thread's queue; the asyncio loop only awaits the job's future, so it never blocks
+on disk.
 
 Each sink has its own cursor (the ``seq`` of the last event it delivered); ``seq`` is
 AUTOINCREMENT so it never goes back, even after retention empties the table. Delivered events
@@ -23,8 +24,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-
-import sqlite_utils
 
 from gateway.batch import Batch
 from gateway.config import OutboxSettings
@@ -215,10 +214,9 @@ def _open(path: Path, synchronous: str) -> sqlite3.Connection:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        db = sqlite_utils.Database(conn)
-        db.enable_wal()  # type: ignore[no-untyped-call]
-        db.execute(f"PRAGMA synchronous={synchronous}")
-        db.conn.executescript(_SCHEMA)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.executescript(_SCHEMA)
     except sqlite3.Error as exc:
         raise OutboxError(f"cannot open the outbox {path}: {exc}") from exc
     return conn

@@ -30,7 +30,7 @@ __all__ = ["Recorder", "http_mirror_topic", "record", "recording_line"]
 log = logging.getLogger(__name__)
 
 _PROGRESS_INTERVAL_S = 5.0
-_CONNECT_TIMEOUT_S = 10.0  # a broker on the store's own box answers in milliseconds
+_CONNECT_TIMEOUT_S = 5.0  # a broker on the store's own box answers in milliseconds
 
 
 def http_mirror_topic(store_id: str, topic: str) -> str:
