@@ -1,12 +1,14 @@
 """The running gateway: one TaskGroup owns every long-running task.
 
-Tasks (each named): ``mqtt`` (connection and reconnects), ``ingest`` (batch and commit),
-``ingest-ack`` (acknowledge what is durable, in order), ``ingest-tick`` (the time-driven
-stages' clock), ``sink:<name>`` per sink, ``outbox-retention``, ``rules-watch`` and
-``local-ble`` when configured. Stopping (SIGTERM, SIGINT, Ctrl-C in the demo) drains: the
-batch being built is committed and acknowledged, the stages' state for the next start is
-committed, our retained status says ``offline``, and only then is everything cancelled and
-awaited.
+Tasks (each named): ``ingest`` (batch), ``ingest-ack`` (commit, then acknowledge, in order),
+``ingest-tick`` (the time-driven stages' clock), and the supervised parts (gateway/supervisor.py:
+a failure is logged, shown and restarted, never the end of the process): ``mqtt`` (connection
+and reconnects), ``sink:<name>`` per sink, ``outbox-retention``, ``rules-watch`` and
+``local-ble`` when configured. Only the committer's outbox failure ends the gateway.
+
+Stopping (SIGTERM, SIGINT, Ctrl-C in the demo) drains: the batch being built is committed and
+acknowledged, the stages' state for the next start is committed, our retained status says
+``offline``, and only then is everything cancelled and awaited.
 
 The message's path is wired in ``gateway/build.py``; the status page reads the running parts
 through ``gateway/status.py``. Only the CLI imports this module.
@@ -19,7 +21,8 @@ import contextlib
 import fcntl
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
 from gateway.batch import Batch, Inbound
@@ -38,6 +41,7 @@ from gateway.sinks.http import HttpSink
 from gateway.sinks.mqtt_actions import MqttActionSink
 from gateway.sources.ble import BleSource
 from gateway.status import Sink, StatusView
+from gateway.supervisor import Supervisor
 from gateway.web import WebServer
 from lantern.errors import StartupError
 from rules.model import RuleSet
@@ -106,13 +110,17 @@ class Gateway:
                 [HttpSink(settings.http_sink, outbox)] if settings.http_sink.url else []
             )
             sinks.append(MqttActionSink(outbox, mqtt))
+            outbox.register_sinks([(sink.name, sink.types) for sink in sinks])
+            supervisor = Supervisor(clock)
             watcher = (
                 RulesWatcher(settings.rules.dir, wiring.rules.replace_rules, clock)
                 if settings.rules.dir is not None
                 else None
             )
             self._ingest, self._mqtt = ingest, mqtt
-            self.status = StatusView(settings, clock, mqtt, ingest, outbox, wiring, sinks, watcher)
+            self.status = StatusView(
+                settings, clock, mqtt, ingest, outbox, wiring, sinks, watcher, supervisor
+            )
 
             async def accept_post(inbound: Inbound) -> None:
                 """An HTTP post, answered once committed, then mirrored for ``lantern record``
@@ -131,7 +139,9 @@ class Gateway:
                     self.web = await resources.enter_async_context(
                         WebServer(settings.web, self.status, accept_post, clock)
                     )
-                await self._supervise(ingest, mqtt, outbox, wiring.pipeline, sinks, watcher, stop)
+                await self._supervise(
+                    supervisor, ingest, mqtt, outbox, wiring.pipeline, sinks, watcher, stop
+                )
 
     def _initial_rules(self) -> RuleSet:
         """The rules folder's set; an invalid one stops start-up (hot reload keeps the old)."""
@@ -144,6 +154,7 @@ class Gateway:
 
     async def _supervise(
         self,
+        supervisor: Supervisor,
         ingest: Ingest,
         mqtt: MqttClient,
         outbox: Outbox,
@@ -158,17 +169,24 @@ class Gateway:
                 tasks.create_task(ingest.run(), name="ingest"),
                 tasks.create_task(ingest.acknowledge(), name="ingest-ack"),
             ]
+            parts: dict[str, Callable[[], Awaitable[None]]] = {
+                "mqtt": mqtt.run,
+                "outbox-retention": partial(self._retention, outbox, sinks),
+                **{f"sink:{sink.name}": sink.run for sink in sinks},
+            }
+            if watcher is not None:
+                parts["rules-watch"] = watcher.run
+            if settings.ble.enabled:
+                parts["local-ble"] = BleSource(
+                    settings.ble, settings.store_id, ingest.receive, self.clock
+                ).run
             others = [
                 tasks.create_task(ingest.ticker(), name="ingest-tick"),
-                tasks.create_task(mqtt.run(), name="mqtt"),
-                tasks.create_task(self._retention(outbox, sinks), name="outbox-retention"),
-                *(tasks.create_task(sink.run(), name=f"sink:{sink.name}") for sink in sinks),
+                *(
+                    tasks.create_task(supervisor.keep(name, run), name=name)
+                    for name, run in parts.items()
+                ),
             ]
-            if watcher is not None:
-                others.append(tasks.create_task(watcher.run(), name="rules-watch"))
-            if settings.ble.enabled:
-                ble = BleSource(settings.ble, settings.store_id, ingest.receive, self.clock)
-                others.append(tasks.create_task(ble.run(), name="local-ble"))
             log.info(
                 "lantern running: store %s, broker %s:%s, outbox %s, forwarding to %s%s",
                 settings.store_id,

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 from gateway.config import Settings, load_settings
-from lantern.errors import BrokerUnreachable, ConfigError, DecodeError, StartupError
+from lantern.errors import (
+    BrokerUnreachable,
+    ConfigError,
+    DecodeError,
+    OutboxError,
+    StartupError,
+)
 
 if TYPE_CHECKING:
     from rules.model import RuleSet
@@ -95,8 +101,16 @@ def run(config: ConfigOption = None) -> None:
     try:
         asyncio.run(serve())
     except StartupError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        _fail(str(exc), 1)
+    except ExceptionGroup as group:
+        # The one part whose failure ends the gateway: systemd restarts it on exit 1.
+        outbox = group.subgroup(OutboxError)
+        if outbox is None:
+            raise
+        cause: BaseException = outbox
+        while isinstance(cause, BaseExceptionGroup):
+            cause = cause.exceptions[0]
+        _fail(f"{cause}; stopping, as nothing else can guarantee that nothing is lost", 1)
 
 
 @app.command()

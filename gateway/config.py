@@ -127,6 +127,12 @@ class OutboxSettings(_Section):
     # Digests of the last N committed messages, to recognise a redelivered (DUP) one. The
     # broker can only redeliver what was in flight, so a few receive windows are plenty.
     dedup_window_messages: int = Field(default=100_000, ge=1_000)
+    # What the outbox database may hold. Over it, delivered events go first, then the oldest
+    # undelivered sightings and dead letters (counted); scans, reorders, zone and emitted
+    # events are never dropped: with the budget full of them, acknowledgements wait (the
+    # broker keeps the messages) until a sink delivers. 1 GiB is about 2 million events, days
+    # of a big store's forwarded events.
+    max_bytes: int = Field(default=1024**3, ge=1024**2)
 
 
 class HttpSinkSettings(_Section):

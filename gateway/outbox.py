@@ -9,33 +9,49 @@ on disk.
 Each sink has its own cursor (the ``seq`` of the last event it delivered); ``seq`` is
 AUTOINCREMENT so it never goes back, even after retention empties the table. Delivered events
 are kept for the configured retention, then deleted.
+
+The database keeps to a budget (``outbox.max_bytes``). A commit that would pass it first makes
+room, in this order: events every sink has delivered, then the oldest undelivered sightings,
+then the oldest dead letters (both counted, per sink for sightings, in the ``drops`` table).
+Scans, reorders, zone and emitted events are never dropped: with no room left, and likewise
+when the disk is full, the commit raises :class:`OutboxFull` having written nothing, and the
+committer retries it while the broker keeps the unacknowledged messages.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.batch import Batch
 from gateway.config import OutboxSettings
 from gateway.events import SIGHTING_TYPE
-from lantern.errors import OutboxError
+from lantern.errors import OutboxError, OutboxFull
 
-__all__ = ["Outbox", "Page", "TypeFilter"]
+__all__ = ["FAILPOINT_MAX_PAGE_COUNT_ENV", "Outbox", "Page", "Pressure", "TypeFilter"]
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 _PRUNE_CHUNK_ROWS = 20_000  # one DELETE at a time, so a prune never holds the writer long
+_SHED_CHUNK_ROWS = 1_000  # rows dropped at a time to make room: a little more than needed
+_ROW_OVERHEAD_BYTES = 64  # a row's keys, seq and B-tree cell beside its text, about
+_BUDGET = "within the budget (outbox.max_bytes)"
+DROPPED_DEAD_LETTERS = "dead letters"  # the drops table's row for dead letters
+# Fault injection for the tests only: cap the database at this many pages, so that a commit
+# meets SQLITE_FULL as on a full disk, without filling one.
+FAILPOINT_MAX_PAGE_COUNT_ENV = "LANTERN_FAILPOINT_MAX_PAGE_COUNT"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -76,7 +92,32 @@ CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS drops (
+    what TEXT PRIMARY KEY,  -- a sink's name (its undelivered sightings), or 'dead letters'
+    count INTEGER NOT NULL
+);
 """
+
+
+@dataclass(slots=True)
+class _Readers:
+    """The sinks that read the outbox: what each takes (set before the first commit, replaced
+    whole), and how far each has read, which only jobs on the writer thread touch. A page read
+    but not yet delivered still reaches its sink, so dropping its rows costs that sink nothing."""
+
+    sinks: tuple[tuple[str, TypeFilter], ...] = ()
+    read_upto: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Pressure:
+    """How full the outbox is, what it dropped to keep to its budget, and why commits wait
+    (``full``, while they do)."""
+
+    used_bytes: int
+    max_bytes: int
+    dropped: dict[str, int]
+    full: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +140,8 @@ class Outbox:
         self._jobs = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._committed = asyncio.Event()  # pulsed after every commit, for waiting sinks
+        self._readers = _Readers()
+        self.full: str | None = None  # why the last commit found no room, until one does
         self.events_committed = 0
         self.dead_letters_committed = 0
         self.last_seq = 0
@@ -139,6 +182,8 @@ class Outbox:
                 continue
             try:
                 future.set_result(function(conn, *args))
+            except sqlite3.Error as exc:
+                future.set_exception(_translated(exc))
             except BaseException as exc:
                 future.set_exception(exc)
 
@@ -146,6 +191,11 @@ class Outbox:
         future: Future[_T] = Future()
         self._jobs.put((function, args, future))
         return await asyncio.wrap_future(future)
+
+    def register_sinks(self, sinks: Sequence[tuple[str, TypeFilter]]) -> None:
+        """The sinks that read the outbox, with the types each takes: who loses a dropped
+        sighting, and up to where every sink has delivered."""
+        self._readers.sinks = tuple(sinks)
 
     # The jobs.
 
@@ -162,13 +212,18 @@ class Outbox:
         job: Future[int] | None = None
         if batch:
             job = Future()
-            self._jobs.put((_commit, (batch,), job))
+            self._jobs.put((_commit, (batch, self._settings.max_bytes, self._readers), job))
         return self._durable(job, batch)
 
     async def _durable(self, job: Future[int] | None, batch: Batch) -> None:
         if job is None:  # nothing to write
             return
-        self.last_seq = await asyncio.wrap_future(job)
+        try:
+            self.last_seq = await asyncio.wrap_future(job)
+        except OutboxFull as exc:
+            self.full = str(exc)
+            raise
+        self.full = None
         self.events_committed += len(batch.events)
         self.dead_letters_committed += len(batch.dead_letters)
         self._committed.set()
@@ -187,7 +242,7 @@ class Outbox:
         return await self._call(_recent_digests, self._settings.dedup_window_messages)
 
     async def read_pending(self, sink: str, types: TypeFilter, limit: int) -> Page:
-        return await self._call(_read_pending, sink, types, limit)
+        return await self._call(_read_pending, sink, types, limit, self._readers)
 
     async def advance(self, sink: str, upto: int) -> None:
         await self._call(_advance, sink, upto)
@@ -205,6 +260,14 @@ class Outbox:
         """Delete what retention allows; returns the number of rows deleted."""
         return await self._call(_prune, tuple(sinks), self._settings, now)
 
+    async def pressure(self) -> Pressure:
+        used, dropped = await self._call(_pressure)
+        return Pressure(used, self._settings.max_bytes, dropped, self.full)
+
+    async def integrity(self) -> str:
+        """SQLite's own check of the whole file: ``ok``, or what is wrong."""
+        return await self._call(_integrity)
+
     async def recent_dead_letters(self, limit: int) -> list[dict[str, Any]]:
         """The latest dead letters, newest first: when, where, what kind and why."""
         return await self._call(_recent_dead_letters, limit)
@@ -216,6 +279,8 @@ def _open(path: Path, synchronous: str) -> sqlite3.Connection:
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous}")
+        if pages := os.environ.get(FAILPOINT_MAX_PAGE_COUNT_ENV):
+            conn.execute(f"PRAGMA max_page_count={int(pages)}")
         conn.executescript(_SCHEMA)
     except sqlite3.Error as exc:
         raise OutboxError(f"cannot open the outbox {path}: {exc}") from exc
@@ -231,10 +296,43 @@ def _last_seq(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def _commit(conn: sqlite3.Connection, batch: Batch) -> int:
-    now = time.time()
-    conn.execute("BEGIN IMMEDIATE")
+def _translated(error: sqlite3.Error) -> OutboxError:
+    """SQLite's error as the outbox's: no room is OutboxFull (retried), anything else an
+    OutboxError (the one failure that stops the gateway when it meets the committer)."""
+    if _no_room(error):
+        return OutboxFull(f"the disk is full: the outbox cannot grow ({error})")
+    return OutboxError(f"the outbox cannot be written: {error}")
+
+
+def _commit(
+    conn: sqlite3.Connection,
+    batch: Batch,
+    max_bytes: int,
+    readers: _Readers,
+) -> int:
+    """Write the batch in one transaction, within the budget. A full disk is met like a full
+    budget, down from what the file holds now: room is made, and the write tried once more."""
     try:
+        return _write(conn, batch, max_bytes, readers)
+    except sqlite3.Error as exc:
+        if not _no_room(exc):
+            raise
+    needed = _size_bytes(batch)
+    used = _used_bytes(conn)
+    _in_transaction(conn, partial(_make_room, conn, needed, used, readers, "on the disk"))
+    return _write(conn, batch, max_bytes, readers)
+
+
+def _write(
+    conn: sqlite3.Connection,
+    batch: Batch,
+    max_bytes: int,
+    readers: _Readers,
+) -> int:
+    now = time.time()
+
+    def write() -> None:
+        _make_room(conn, _size_bytes(batch), max_bytes, readers, _BUDGET)
         if batch.events:
             conn.executemany(
                 "INSERT INTO events (id, type, created_at, body) VALUES (?, ?, ?, ?)",
@@ -255,11 +353,145 @@ def _commit(conn: sqlite3.Connection, batch: Batch) -> int:
             conn.executemany(
                 "INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", batch.state.items()
             )
+
+    _in_transaction(conn, write)
+    return _last_seq(conn)
+
+
+def _in_transaction(conn: sqlite3.Connection, work: Callable[[], None]) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        work()
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite may have rolled back already (a full disk does): a second ROLLBACK would
+        # raise and hide the error that matters.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    return _last_seq(conn)
+
+
+def _no_room(error: sqlite3.Error) -> bool:
+    return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+
+
+def _size_bytes(batch: Batch) -> int:
+    """About what the batch adds to the database."""
+    return (
+        sum(len(event.body) + len(event.id) + len(event.type) for event in batch.events)
+        + sum(len(d.payload) + len(d.topic) + len(d.reason) for d in batch.dead_letters)
+        + sum(len(digest) for digest in batch.digests)
+        + sum(len(value) for value in batch.state.values())
+        + _ROW_OVERHEAD_BYTES
+        * (len(batch.events) + len(batch.dead_letters) + len(batch.digests) + len(batch.state))
+    )
+
+
+def _used_bytes(conn: sqlite3.Connection) -> int:
+    """The pages in use (the file keeps freed pages for reuse, so it does not shrink)."""
+    pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+    free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+    return (pages - free) * int(conn.execute("PRAGMA page_size").fetchone()[0])
+
+
+def _make_room(
+    conn: sqlite3.Connection,
+    needed_bytes: int,
+    max_bytes: int,
+    readers: _Readers,
+    limited_by: str,
+) -> None:
+    """Drop what may be dropped, oldest first, until ``needed_bytes`` fit in ``max_bytes``;
+    OutboxFull (inside the caller's transaction, so nothing is dropped) if they cannot."""
+    limit = max_bytes - needed_bytes
+    if _used_bytes(conn) <= limit:
+        return
+    delivered = min((_cursor(conn, name) for name, _ in readers.sinks), default=_last_seq(conn))
+    droppers: tuple[Callable[[], bool], ...] = (
+        partial(_drop_delivered, conn, delivered),
+        partial(_drop_sightings, conn, readers),
+        partial(_drop_dead_letters, conn),
+    )
+    for drop in droppers:
+        while _used_bytes(conn) > limit and drop():
+            pass
+        if _used_bytes(conn) <= limit:
+            return
+    raise OutboxFull(
+        f"no room {limited_by} for {needed_bytes:,} more bytes: the outbox holds"
+        f" {_used_bytes(conn):,} bytes of events that are never dropped (scans, reorders, zone"
+        " and emitted events) until a sink delivers them"
+    )
+
+
+def _drop_rows(
+    conn: sqlite3.Connection, select: str, params: tuple[Any, ...], table: str, key: str
+) -> list[int]:
+    """Delete the rows ``select`` names (by ``key``); the keys deleted."""
+    keys = [int(row[0]) for row in conn.execute(select, params).fetchall()]
+    if keys:
+        conn.execute(f"DELETE FROM {table} WHERE {key} IN ({','.join('?' * len(keys))})", keys)
+    return keys
+
+
+def _drop_delivered(conn: sqlite3.Connection, upto: int) -> bool:
+    """The oldest events every sink has delivered, whatever their retention."""
+    return bool(
+        _drop_rows(
+            conn,
+            "SELECT seq FROM events WHERE seq <= ? ORDER BY seq LIMIT ?",
+            (upto, _SHED_CHUNK_ROWS),
+            "events",
+            "seq",
+        )
+    )
+
+
+def _drop_sightings(conn: sqlite3.Connection, readers: _Readers) -> bool:
+    """The oldest undelivered sightings, counted against each sink that would have taken them
+    and has not read them yet."""
+    seqs = _drop_rows(
+        conn,
+        "SELECT seq FROM events WHERE type = ? ORDER BY seq LIMIT ?",
+        (SIGHTING_TYPE, _SHED_CHUNK_ROWS),
+        "events",
+        "seq",
+    )
+    for name, types in readers.sinks:
+        if types.takes(SIGHTING_TYPE):
+            read = max(_cursor(conn, name), readers.read_upto.get(name, 0))
+            _count_drops(conn, name, sum(1 for seq in seqs if seq > read))
+    return bool(seqs)
+
+
+def _drop_dead_letters(conn: sqlite3.Connection) -> bool:
+    ids = _drop_rows(
+        conn,
+        "SELECT id FROM dead_letters ORDER BY id LIMIT ?",
+        (_SHED_CHUNK_ROWS,),
+        "dead_letters",
+        "id",
+    )
+    _count_drops(conn, DROPPED_DEAD_LETTERS, len(ids))
+    return bool(ids)
+
+
+def _count_drops(conn: sqlite3.Connection, what: str, count: int) -> None:
+    if count:
+        conn.execute(
+            "INSERT INTO drops (what, count) VALUES (?, ?)"
+            " ON CONFLICT (what) DO UPDATE SET count = count + excluded.count",
+            (what, count),
+        )
+
+
+def _pressure(conn: sqlite3.Connection) -> tuple[int, dict[str, int]]:
+    dropped = {str(what): int(count) for what, count in conn.execute("SELECT * FROM drops")}
+    return _used_bytes(conn), dropped
+
+
+def _integrity(conn: sqlite3.Connection) -> str:
+    return "; ".join(str(row[0]) for row in conn.execute("PRAGMA integrity_check"))
 
 
 def _recent_digests(conn: sqlite3.Connection, window: int) -> list[bytes]:
@@ -283,6 +515,9 @@ class TypeFilter:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
 
+    def takes(self, event_type: str) -> bool:
+        return (not self.include or event_type in self.include) and (event_type not in self.exclude)
+
     def sql(self) -> tuple[str, tuple[str, ...]]:
         clause = ""
         if self.include:
@@ -292,7 +527,9 @@ class TypeFilter:
         return clause, (*self.include, *self.exclude)
 
 
-def _read_pending(conn: sqlite3.Connection, sink: str, types: TypeFilter, limit: int) -> Page:
+def _read_pending(
+    conn: sqlite3.Connection, sink: str, types: TypeFilter, limit: int, readers: _Readers
+) -> Page:
     cursor = _cursor(conn, sink)
     newest = _last_seq(conn)
     clause, params = types.sql()
@@ -305,6 +542,7 @@ def _read_pending(conn: sqlite3.Connection, sink: str, types: TypeFilter, limit:
     # A short page means nothing else up to `newest` is for this sink: skip past it all, so
     # that excluded events do not hold back retention.
     upto = rows[-1][0] if len(rows) == limit else newest
+    readers.read_upto[sink] = upto
     return Page(rows=rows, upto=upto)
 
 

@@ -164,6 +164,7 @@ class Pipeline:
         self._dedup = dedup
         self.stages = tuple(stages)
         self.dead_letters_by_kind: Counter[str] = Counter()
+        self.stage_failures: Counter[str] = Counter()
         self.duplicates = 0
         self.ignored = 0
         self.messages = 0
@@ -215,7 +216,11 @@ class Pipeline:
         entry = Entry(observation, at, self._events.mint(observation.observed_at or at))
         derived: list[tuple[int, Derived]] = []
         for index in range(first_stage, len(self.stages)):
-            outcome = self.stages[index].observe(entry)
+            try:
+                outcome = self.stages[index].observe(entry)
+            except Exception:  # a stage's boundary: its bug costs what it derives, not ingest
+                self._stage_failed(index, entry)
+                continue
             if not outcome.keep:
                 return
             if outcome is not NOTHING:
@@ -225,6 +230,17 @@ class Pipeline:
             for derived_observation in outcome.observations:
                 self._enter(batch, derived_observation, at, index + 1)
             batch.events.extend(outcome.rows)
+
+    def _stage_failed(self, index: int, entry: Entry) -> None:
+        name = type(self.stages[index]).__name__
+        if not self.stage_failures[name]:
+            log.exception(
+                "%s failed on %s event %s; the event is kept, further failures only counted",
+                name,
+                entry.observation.cloud_event_type(),
+                entry.event_id,
+            )
+        self.stage_failures[name] += 1
 
     def _collect_state(self, batch: Batch, closing: bool) -> None:
         for stage in self.stages:

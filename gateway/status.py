@@ -18,7 +18,8 @@ from gateway.clock import Clock
 from gateway.config import Settings
 from gateway.ingest import Ingest
 from gateway.mqtt import MqttClient
-from gateway.outbox import Outbox, TypeFilter
+from gateway.outbox import Outbox, Pressure, TypeFilter
+from gateway.supervisor import PartState, Supervisor
 from rules.engine import Trace
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ class StatusView:
         wiring: Wiring,
         sinks: Sequence[Sink],
         rules_watcher: RulesWatcher | None,
+        supervisor: Supervisor,
     ) -> None:
         self.settings = settings
         self._clock = clock
@@ -90,6 +92,7 @@ class StatusView:
         self._wiring = wiring
         self._sinks = tuple(sinks)
         self._rules_watcher = rules_watcher
+        self._supervisor = supervisor
 
     @property
     def events_committed(self) -> int:
@@ -118,6 +121,22 @@ class StatusView:
             "broker": f"{mqtt.host}:{mqtt.port}",
             "connected": self._mqtt.connected,
             "last_error": self._mqtt.last_error,
+        }
+
+    def parts(self) -> list[PartState]:
+        """Every supervised part: running, restarting after a failure (which), or ended."""
+        return list(self._supervisor.parts.values())
+
+    async def outbox(self) -> dict[str, Any]:
+        """How full the outbox is, what it dropped for room, and why nothing commits (while
+        that lasts: a full disk or budget; ingest then acknowledges nothing)."""
+        pressure: Pressure = await self._outbox.pressure()
+        return {
+            "used_bytes": pressure.used_bytes,
+            "max_bytes": pressure.max_bytes,
+            "dropped": pressure.dropped,
+            "waiting_for_room": self._ingest.waiting_for_room,
+            "dropped_while_waiting": self._ingest.dropped,
         }
 
     def sinks(self) -> list[dict[str, Any]]:
@@ -173,6 +192,17 @@ class StatusView:
                 field: getattr(snapshot, field) for field in Snapshot.__dataclass_fields__
             },
             "mqtt": self.mqtt(),
+            "outbox": await self.outbox(),
+            "parts": [
+                {
+                    "name": part.name,
+                    "status": part.status,
+                    "failures": part.failures,
+                    "last_error": part.last_error,
+                    "failed_at": part.failed_at.isoformat() if part.failed_at else None,
+                }
+                for part in self.parts()
+            ],
             "sinks": self.sinks(),
             "dead_letters_by_kind": self.dead_letters_by_kind(),
             "recent_dead_letters": await self.recent_dead_letters(),

@@ -17,7 +17,11 @@
     ├── StartupError                    something the gateway must hold is taken: web.port in
     │                                   use, the data folder held by another lantern run
     ├── BrokerUnreachable               the MQTT broker cannot be reached (lantern record)
-    ├── OutboxError                     the outbox database cannot be opened or written
+    ├── OutboxError                     the outbox database cannot be opened or written: the
+    │   │                               one failure that stops the gateway (exit 1)
+    │   └── OutboxFull                  no room for a batch: the disk is full, or the budget is
+    │                                   full of events that are never dropped; nothing was
+    │                                   written, acknowledgements wait, the commit is retried
     └── SinkError                       a sink cannot deliver a batch
         ├── RetryableSinkError          5xx, 429, connection trouble: retried with backoff
         └── RejectedBatchError          refused for good (another 4xx): parked with the reason
@@ -29,7 +33,8 @@ Where each is caught: a decode error at the pipeline (a dead letter); a conditio
 error at rule evaluation (an ``error`` trace); ``RulesInvalid`` by the rules watcher (the old
 set keeps running) and the CLI (one line per problem); ``ConfigError`` by the CLI (one line per
 problem, exit 2); ``StartupError`` and ``BrokerUnreachable`` by the CLI (one line, exit 1);
-sink errors inside their sink (retry or park). Anything else that escapes a
+``OutboxFull`` by the committer (it waits and retries; any other ``OutboxError`` there stops
+the gateway); sink errors inside their sink (retry or park). Anything else that escapes a
 part is caught at that part's boundary, logged with its context, and the part goes on.
 """
 
@@ -46,6 +51,7 @@ __all__ = [
     "InputError",
     "LanternError",
     "OutboxError",
+    "OutboxFull",
     "RecordingError",
     "RejectedBatchError",
     "RetryableSinkError",
@@ -132,6 +138,11 @@ class BrokerUnreachable(LanternError):
 
 class OutboxError(LanternError):
     """The outbox database cannot be opened or written."""
+
+
+class OutboxFull(OutboxError):
+    """No room for a batch (disk full, or the budget full of events never dropped); nothing
+    of it was written. The committer retries it; the broker keeps what is unacknowledged."""
 
 
 class SinkError(LanternError):

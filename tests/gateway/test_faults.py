@@ -1,0 +1,154 @@
+"""The store's own failures, for real: a full disk (SQLite's page cap standing in for it), an
+outbox budget flooded with sightings or full of events that are never dropped. The gateway
+loses nothing, keeps its page up, says why, and resumes by itself."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.app import Gateway
+from gateway.clock import ManualClock
+from gateway.config import Settings
+from gateway.localbroker import Mosquitto
+from gateway.outbox import FAILPOINT_MAX_PAGE_COUNT_ENV
+from gateway.receiver import Receiver
+from tests.helpers import (
+    Publisher,
+    make_settings,
+    outbox_rows,
+    running_gateway,
+    status,
+    wait_until,
+)
+
+MIB = 1024 * 1024
+
+
+def serial_scan(number: int) -> tuple[str, str]:
+    return (f"lantern/s1/scanner/till-{number % 3}", f"]C1010950110153100021SN{number:06d}")
+
+
+def sighting(number: int) -> tuple[str, str]:
+    visitor = f"iBeacon:2f234454-cf6d-4a0f-adf2-f4911ba9ffa6-7-{number}"
+    return (
+        f"espresense/devices/{visitor}/aisle-{number % 5}",
+        json.dumps({"id": visitor, "rssi": -70.0, "distance": 3.2, "int": 1000}),
+    )
+
+
+@pytest.fixture
+async def central() -> AsyncIterator[Receiver]:
+    """The central record, down until the test brings it up (on the URL the gateway has)."""
+    receiver = Receiver()
+    await receiver.start()
+    await receiver.stop()
+    yield receiver
+    await receiver.stop()
+
+
+def settings_for(
+    tmp_path: Path, broker: Mosquitto, central: Receiver, **overrides: Any
+) -> Settings:
+    overrides.setdefault("http_sink", {"url": central.url})
+    return make_settings(tmp_path / "data", broker.url, **overrides)
+
+
+async def page_status(gateway: Gateway) -> dict[str, Any]:
+    """What a technician sees, over HTTP, while it lasts."""
+    assert gateway.web is not None
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{gateway.web.url}/api/status") as r,
+    ):
+        assert r.status == 200
+        document: dict[str, Any] = await r.json()
+        return document
+
+
+async def drained(gateway: Gateway, central: Receiver, events: int) -> None:
+    """The central record is back: deliveries make room, the committer's retries (once a
+    second) find it, until ``events`` reached the central record."""
+    await central.start()
+    ingest = gateway.ingest
+    await wait_until(
+        lambda: len(central.events) >= events and ingest.settled == ingest.received, timeout_s=60
+    )
+
+
+def serials(central: Receiver) -> list[str]:
+    return sorted(
+        e["data"]["ai"]["21"] for e in central.deliveries if e["type"] == "lantern.scan.read"
+    )
+
+
+async def test_a_full_disk_stops_acknowledging_loses_nothing_and_resumes_by_itself(
+    broker: Mosquitto,
+    tmp_path: Path,
+    clock: ManualClock,
+    central: Receiver,
+    device: Publisher,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(FAILPOINT_MAX_PAGE_COUNT_ENV, "64")  # 256 KB: some 400 scans
+    settings = settings_for(tmp_path, broker, central, outbox={"batch_max_messages": 50})
+    total = 1200
+    async with running_gateway(settings, clock) as gateway:
+        await device.send([serial_scan(n) for n in range(total)])
+        await wait_until(lambda: gateway.ingest.waiting_for_room is not None)
+        page = await page_status(gateway)
+        assert page["outbox"]["waiting_for_room"].startswith("no room on the disk")
+        assert gateway.ingest.settled < total  # the rest waits at the broker, unacknowledged
+        await drained(gateway, central, total)
+        assert (await page_status(gateway))["outbox"]["waiting_for_room"] is None
+    assert serials(central) == [f"SN{n:06d}" for n in range(total)]  # each once, none lost
+    assert outbox_rows(settings, "PRAGMA integrity_check") == [("ok",)]
+
+
+async def test_a_flood_of_sightings_over_the_budget_drops_only_sightings(
+    broker: Mosquitto, tmp_path: Path, clock: ManualClock, central: Receiver, device: Publisher
+) -> None:
+    settings = settings_for(
+        tmp_path,
+        broker,
+        central,
+        outbox={"max_bytes": MIB},
+        http_sink={"url": central.url, "exclude_types": []},  # the sightings are forwarded too
+    )
+    sightings, scans = 6000, 200
+    messages = [sighting(n) for n in range(sightings)]
+    for n in range(scans):  # among them, now and then, a scan
+        messages.insert(n * 30, serial_scan(n))
+    async with running_gateway(settings, clock) as gateway:
+        await device.send(messages)
+        await wait_until(lambda: gateway.ingest.settled == len(messages))
+        page = await page_status(gateway)
+        dropped = page["outbox"]["dropped"]["http"]
+        assert dropped > 0
+        assert page["outbox"]["used_bytes"] <= MIB
+        assert page["outbox"]["waiting_for_room"] is None  # never stalled: sightings made room
+        await drained(gateway, central, scans + sightings - dropped)
+    assert serials(central) == [f"SN{n:06d}" for n in range(scans)]
+    forwarded = [e for e in central.deliveries if e["type"] == "lantern.presence.sighted"]
+    assert len(forwarded) + dropped == sightings
+    assert len(central.events) == len(central.deliveries)  # nothing twice
+
+
+async def test_a_budget_full_of_scans_waits_for_the_central_record_then_resumes(
+    broker: Mosquitto, tmp_path: Path, clock: ManualClock, central: Receiver, device: Publisher
+) -> None:
+    settings = settings_for(tmp_path, broker, central, outbox={"max_bytes": MIB})
+    total = 4000  # about 2 MiB of scans: twice the budget, none of it droppable
+    async with running_gateway(settings, clock) as gateway:
+        await device.send([serial_scan(n) for n in range(total)])
+        await wait_until(lambda: gateway.ingest.waiting_for_room is not None)
+        page = await page_status(gateway)
+        assert "within the budget (outbox.max_bytes)" in page["outbox"]["waiting_for_room"]
+        assert status(gateway).events_committed < total
+        await drained(gateway, central, total)
+    assert serials(central) == [f"SN{n:06d}" for n in range(total)]
