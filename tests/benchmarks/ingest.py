@@ -1,247 +1,299 @@
-"""Ingest benchmark: Lantern against a no-op paho subscriber, same broker, same stream.
+"""Ingest benchmark: Lantern against the broker's own pace and a no-op paho subscriber, one
+broker, one stream, one run.
 
-    .venv/bin/python -m tests.benchmarks.ingest [--messages 50000] [--offered-rate 2500]
+    .venv/bin/python -m tests.benchmarks.ingest [--messages 50000] [--runs 3]
 
-1. Throughput, backlog drain. A persistent session subscribes at QoS 1 and goes away; the same
-   stream of ESPresense sightings (from the store simulator) is published while it is away;
-   then it comes back and we time from its first message to its last. (a) a no-op paho
-   subscriber (callback counts, paho acks at once), (b) Lantern, to the last *committed* event
-   (decode, pseudonymise, CloudEvent, SQLite commit with synchronous=FULL, then ack).
-2. Latency at an offered rate: a publisher paces the stream at --offered-rate msg/s to a
-   running Lantern; each message's publish time against the end of the commit that made it
-   durable gives p50 / p99 publish->commit.
-3. Peak RSS of this process (it hosts Lantern's whole ingest path).
+The stream is ESPresense sightings of 10,000 visitors in 10 rooms (tests/benchmarks/
+publisher.py), always published by a process of its own at QoS 1.
+
+1. Backlog drain, for each subscriber: its persistent session subscribes at QoS 1 and goes
+   away, the stream is published meanwhile, then it comes back and is timed from its first
+   message to its last:
+   (a) ``mosquitto_sub -q 1`` (C): the broker's own limit;
+   (b) a no-op paho subscriber (the callback counts, paho acknowledges at once): the
+       yardstick;
+   (c) ``lantern run`` (its own process, 10 zones, 100 rules) to the last *committed*
+       event: decode, pseudonymise, presence, rules, CloudEvent, SQLite commit with
+       synchronous=FULL, and only then the acknowledgement. Timed from its first commit to
+       its last, as the outbox file records them.
+2. Latency at an offered rate (``--offered-rate``, 2,500 msg/s): each message's publish time
+   against the wall time its event was committed: p50 / p99 publish->commit.
+3. Peak RSS of the gateway process alone (VmHWM), with the 10,000 visitors tracked.
+
+Each run ends with one line, ``ingest ratio R (lantern X msg/s, no-op paho Y msg/s,
+mosquitto_sub Z msg/s)``; with several runs the medians, and the spread, come last.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import itertools
-import resource
+import os
+import random
+import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable
+from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as paho
+import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from firmware_stubs.store_sim import StoreSimulator
-from gateway.app import Gateway
-from gateway.batch import Batch
-from gateway.config import Settings
 from gateway.localbroker import Mosquitto
-from gateway.outbox import Outbox
-from tests.helpers import status
+from tests.benchmarks.publisher import ROOMS, TOPIC_FILTER
+from tests.benchmarks.rules import base_rules, extra_rules
+
+RULES = 100
+_SESSION_EXPIRY_S = 3600
+_POLL_S = 0.01
 
 
-def sighting_stream(count: int) -> list[tuple[str, str]]:
-    simulator = StoreSimulator("bench", seed=7, shoppers=2000)
-    return [
-        (topic, payload)
-        for _, topic, payload in itertools.islice(
-            simulator.messages(2500, scans_per_min=0.001), count
+@dataclass(frozen=True, slots=True)
+class Figures:
+    mosquitto_sub: float
+    noop_paho: float
+    lantern: float
+    p50_ms: float
+    p99_ms: float
+    peak_rss_mib: float
+
+    @property
+    def ratio(self) -> float:
+        return self.lantern / self.noop_paho
+
+    def line(self) -> str:
+        return (
+            f"ingest ratio {self.ratio:.2f} (lantern {self.lantern:,.0f} msg/s, no-op paho"
+            f" {self.noop_paho:,.0f} msg/s, mosquitto_sub {self.mosquitto_sub:,.0f} msg/s)"
         )
-        if topic.startswith("espresense/")
-    ]
 
 
-def publish(port: int, stream: list[tuple[str, str]], rate: float | None = None) -> list[float]:
-    """Publish at QoS 1 (paced when rate is given); returns each message's publish time."""
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{time.time_ns()}")
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    times: list[float] = []
-    infos = []
-    start = time.perf_counter()
-    for index, (topic, payload) in enumerate(stream):
-        if rate is not None:
-            delay = start + index / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-        times.append(time.perf_counter())
-        infos.append(client.publish(topic, payload, qos=1))
-    for info in infos:
-        info.wait_for_publish(timeout=60)
-    client.loop_stop()
-    client.disconnect()
-    return times
+def publish(port: int, messages: int, rate: float | None = None, times: Path | None = None) -> None:
+    command = [sys.executable, "-m", "tests.benchmarks.publisher", "--port", str(port)]
+    command += ["--messages", str(messages)]
+    if rate is not None:
+        command += ["--rate", str(rate)]
+    if times is not None:
+        command += ["--times", str(times)]
+    subprocess.run(command, check=True)
 
 
-def noop_subscriber_rate(port: int, stream: list[tuple[str, str]]) -> float:
-    client_id = "bench-noop"
+def mosquitto_sub_rate(port: int, messages: int) -> float:
+    base = ["mosquitto_sub", "-p", str(port), "-V", "5", "-q", "1", "-c", "-i", "bench-sub"]
+    base += ["-x", str(_SESSION_EXPIRY_S), "-t", TOPIC_FILTER]
+    subprocess.run(  # creates the session, then times out
+        [*base, "-W", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
+    )
+    publish(port, messages)
+    started = time.perf_counter()
+    subprocess.run([*base, "-C", str(messages)], stdout=subprocess.DEVNULL, check=True)
+    return messages / (time.perf_counter() - started)
 
-    def connect() -> tuple[paho.Client, threading.Event, list[float]]:
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = 3600
+
+def noop_paho_rate(port: int, messages: int) -> float:
+    marks: list[float] = []
+    done = threading.Event()
+
+    def connect() -> paho.Client:
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id="bench-noop", protocol=paho.MQTTv5
+        )
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = _SESSION_EXPIRY_S
         properties.ReceiveMaximum = 2000
-        marks: list[float] = []
-        done = threading.Event()
-        count = 0
 
-        def on_message(client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
-            nonlocal count
-            count += 1
-            if count == 1:
-                marks.append(time.perf_counter())
-            if count == len(stream):
-                marks.append(time.perf_counter())
+        def on_message(client: paho.Client, userdata: object, message: object) -> None:
+            marks.append(time.perf_counter())
+            if len(marks) == messages:
                 done.set()
 
         client.on_message = on_message
         client.connect("127.0.0.1", port, clean_start=False, properties=properties)
-        client.subscribe("espresense/devices/+/+", qos=1)
-        return client, done, marks
+        client.subscribe(TOPIC_FILTER, qos=1)
+        return client
 
-    client, _, _ = connect()
+    client = connect()
     client.loop_start()
-    time.sleep(0.5)
-    client.loop_stop()
+    time.sleep(0.5)  # subscribed: the session exists
     client.disconnect()
-    publish(port, stream)
-    client, done, marks = connect()
+    client.loop_stop()
+    publish(port, messages)
+    marks.clear()
+    client = connect()
     thread = threading.Thread(target=client.loop_forever, daemon=True)
     thread.start()
-    if not done.wait(300):
+    if not done.wait(600):
         raise RuntimeError("the no-op subscriber did not get every message")
     client.disconnect()
     thread.join()
-    return (len(stream) - 1) / (marks[1] - marks[0])
+    return (messages - 1) / (marks[-1] - marks[0])
 
 
-class CommitClock:
-    """Wraps Outbox.begin_commit to note when each batch became durable (events in order)."""
+class Lantern:
+    """``lantern run`` in its own process, with 10 zones and 100 rules."""
 
-    def __init__(self) -> None:
-        self.marks: list[tuple[int, float]] = []  # (events committed so far, time)
-        self.first_message_at: float | None = None
-        self._committed = 0
-        original = Outbox.begin_commit
-        clock = self
+    def __init__(self, workdir: Path, broker: Mosquitto) -> None:
+        self.data = workdir / "data"
+        rules_dir = workdir / "rules"
+        rules_dir.mkdir()
+        for spec in [*base_rules(), *extra_rules(RULES - len(base_rules()), random.Random(1))]:
+            (rules_dir / f"{spec['id']}.yaml").write_text(yaml.safe_dump(spec))
+        self.config = workdir / "store.yaml"
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "store_id": "bench",
+                    "data_dir": str(self.data),
+                    "mqtt": {"url": broker.url, "client_id": "bench-lantern"},
+                    "web": {"enabled": False},
+                    "zones": [{"id": room, "scanners": [room]} for room in ROOMS],
+                    "presence": {"max_visitors": 20_000},
+                    "rules": {"dir": str(rules_dir)},
+                }
+            )
+        )
+        self.process: subprocess.Popen[bytes] | None = None
 
-        def begin_commit(outbox: Outbox, batch: Batch) -> Awaitable[None]:
-            if clock.first_message_at is None and batch.events:
-                clock.first_message_at = time.perf_counter()
-            durable = original(outbox, batch)
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LANTERN_")}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "--config", str(self.config)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        while not self._connected():
+            time.sleep(_POLL_S)
 
-            async def timed() -> None:
-                await durable
-                clock._committed += len(batch.events)
-                clock.marks.append((clock._committed, time.perf_counter()))
+    def _connected(self) -> bool:
+        try:
+            with self._outbox() as conn:
+                return conn.execute("SELECT count(*) FROM cursors").fetchone()[0] > 0
+        except sqlite3.Error:
+            return False
 
-            return timed()
+    def stop(self) -> float:
+        """Stop (SIGTERM, drained); returns the process's peak RSS in MiB."""
+        assert self.process is not None
+        peak = self.peak_rss_mib()
+        self.process.terminate()
+        self.process.wait(60)
+        return peak
 
-        Outbox.begin_commit = begin_commit  # type: ignore[method-assign, assignment]
+    def peak_rss_mib(self) -> float:
+        assert self.process is not None
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        (line,) = [line for line in status.splitlines() if line.startswith("VmHWM:")]
+        return int(line.split()[1]) / 1024
 
-    def reset(self) -> None:
-        self.marks.clear()
-        self.first_message_at = None
-        self._committed = 0
+    def _outbox(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{self.data / 'outbox.sqlite'}?mode=ro", uri=True)
+
+    def commit_times(self) -> list[float]:
+        """The commit time of each sighting's event, in order."""
+        with self._outbox() as conn:
+            rows = conn.execute(
+                "SELECT created_at FROM events WHERE type = 'lantern.presence.sighted' ORDER BY seq"
+            ).fetchall()
+        return [at for (at,) in rows]
+
+    def wait_for(self, events: int) -> list[float]:
+        while len(times := self.commit_times()) < events:
+            time.sleep(0.1)
+        return times
 
 
-async def lantern_drain_rate(
-    settings: Settings, port: int, stream: list[tuple[str, str]], clock: CommitClock
+def lantern_rate(lantern: Lantern, port: int, messages: int) -> float:
+    lantern.start()  # subscribes: the session exists
+    lantern.stop()
+    publish(port, messages)
+    lantern.start()
+    times = lantern.wait_for(messages)
+    first_batch = times.count(times[0])
+    return (messages - first_batch) / (times[-1] - times[0])
+
+
+def lantern_latency(
+    lantern: Lantern, port: int, messages: int, rate: float, workdir: Path, before: int
 ) -> tuple[float, float]:
-    """Returns (messages/s from first receipt to last commit, seconds from start to first)."""
-    stop = asyncio.Event()
-    gateway = Gateway(settings)
-    task = asyncio.create_task(gateway.run(stop))
-    await gateway.wait_connected()  # subscribes: the session now exists
-    stop.set()
-    await task
-    await asyncio.to_thread(publish, port, stream)
-    clock.reset()
-    stop = asyncio.Event()
-    gateway = Gateway(settings)
-    received_at: list[float] = []
-    task = asyncio.create_task(gateway.run(stop))
-    await gateway.ready.wait()
-    while status(gateway).events_committed < len(stream):
-        if not received_at and gateway.ingest.received:
-            received_at.append(time.perf_counter())
-        await asyncio.sleep(0.001)
-    finished = clock.marks[-1][1]
-    stop.set()
-    await task
-    return (len(stream) - 1) / (finished - received_at[0]), 0.0
+    published_file = workdir / "published.txt"
+    publish(port, messages, rate, published_file)
+    committed = lantern.wait_for(before + messages)[before:]
+    published = [float(line) for line in published_file.read_text().split()]
+    latencies = sorted(
+        (done - sent) * 1000 for sent, done in zip(published, committed, strict=True)
+    )
+    return latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
 
 
-async def lantern_latency(
-    settings: Settings, port: int, stream: list[tuple[str, str]], rate: float, clock: CommitClock
-) -> list[float]:
-    stop = asyncio.Event()
-    gateway = Gateway(settings)
-    task = asyncio.create_task(gateway.run(stop))
-    await gateway.wait_connected()
-    clock.reset()
-    published = await asyncio.to_thread(publish, port, stream, rate)
-    while status(gateway).events_committed < len(stream):
-        await asyncio.sleep(0.01)
-    stop.set()
-    await task
-    latencies = []
-    marks = iter(clock.marks)
-    committed, at = next(marks)
-    for index, sent in enumerate(published):
-        while index >= committed:
-            committed, at = next(marks)
-        latencies.append(at - sent)
-    return latencies
+def one_run(messages: int, offered_rate: float, latency_messages: int) -> Figures:
+    with tempfile.TemporaryDirectory(prefix="lantern-bench-") as folder:
+        workdir = Path(folder)
+        broker = Mosquitto(directory=workdir)
+        broker.start()
+        try:
+            sub = mosquitto_sub_rate(broker.port, messages)
+            noop = noop_paho_rate(broker.port, messages)
+            lantern = Lantern(workdir, broker)
+            rate = lantern_rate(lantern, broker.port, messages)
+            p50, p99 = lantern_latency(
+                lantern, broker.port, latency_messages, offered_rate, workdir, messages
+            )
+            rss = lantern.stop()
+        finally:
+            broker.stop()
+    figures = Figures(sub, noop, rate, p50, p99, rss)
+    print(
+        f"  mosquitto_sub -q 1 {sub:>9,.0f} msg/s ({sub / noop:.2f}x the no-op paho subscriber)\n"
+        f"  no-op paho         {noop:>9,.0f} msg/s (1.00)\n"
+        f"  lantern committed  {rate:>9,.0f} msg/s ({figures.ratio:.2f}; {rate / sub:.2f} of"
+        " mosquitto_sub)\n"
+        f"  latency at {offered_rate:,.0f} msg/s offered: p50 {p50:.1f} ms, p99 {p99:.1f} ms\n"
+        f"  gateway peak RSS   {rss:.1f} MiB (10,000 visitors tracked, {RULES} rules)",
+        flush=True,
+    )
+    return figures
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=50_000)
-    parser.add_argument("--offered-rate", type=float, default=2500.0)
-    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--offered-rate", type=float, default=2_500)
+    parser.add_argument("--latency-messages", type=int, default=15_000)
+    parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args()
+    print(f"load before: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} cores", flush=True)
+    results = []
+    for run in range(args.runs):
+        print(f"run {run + 1} of {args.runs}:", flush=True)
+        figures = one_run(args.messages, args.offered_rate, args.latency_messages)
+        print(figures.line(), flush=True)
+        results.append(figures)
+    if args.runs > 1:
 
-    stream = sighting_stream(args.messages)
-    broker = Mosquitto()
-    broker.start()
-    clock = CommitClock()
-    try:
-        noop = noop_subscriber_rate(broker.port, stream)
-        with tempfile.TemporaryDirectory() as data_dir:
-            settings = Settings(
-                store_id="bench",
-                data_dir=Path(data_dir),
-                mqtt={"url": broker.url, "client_id": "bench-lantern"},
-                sources=[{"kind": "espresense", "topic": "espresense/devices/{id}/{room}"}],
-            )
-            lantern, _ = asyncio.run(lantern_drain_rate(settings, broker.port, stream, clock))
-        latency_stream = stream[: int(args.offered_rate * args.latency_seconds)]
-        with tempfile.TemporaryDirectory() as data_dir:
-            settings = Settings(
-                store_id="bench",
-                data_dir=Path(data_dir),
-                mqtt={"url": broker.url, "client_id": "bench-lantern-latency"},
-                sources=[{"kind": "espresense", "topic": "espresense/devices/{id}/{room}"}],
-            )
-            latencies = asyncio.run(
-                lantern_latency(settings, broker.port, latency_stream, args.offered_rate, clock)
-            )
-    finally:
-        broker.stop()
-    quantiles = statistics.quantiles(latencies, n=100)
-    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"stream: {len(stream)} ESPresense sightings at QoS 1, mosquitto on loopback")
-    print(f"(a) no-op paho subscriber:          {noop:10.0f} msg/s")
-    print(f"(b) lantern, publish -> committed:  {lantern:10.0f} msg/s")
-    print(f"ratio (b)/(a):                      {lantern / noop:10.2f}   (goal >= 0.8)")
-    print(
-        f"latency at {args.offered_rate:.0f} msg/s offered, {len(latencies)} messages: "
-        f"p50 {quantiles[49] * 1000:.1f} ms, p99 {quantiles[98] * 1000:.1f} ms"
-    )
-    print(f"peak RSS of this process: {peak_rss_mib:.0f} MiB")
+        def spread(values: list[float]) -> str:
+            return f"{min(values):,.2f}-{max(values):,.2f}"
+
+        ratios = [f.ratio for f in results]
+        print(
+            f"median of {args.runs}: ratio spread {spread(ratios)}, lantern/mosquitto_sub"
+            f" {statistics.median(f.lantern / f.mosquitto_sub for f in results):.2f},"
+            f" p99 {statistics.median(f.p99_ms for f in results):.1f} ms (spread"
+            f" {spread([f.p99_ms for f in results])}), peak RSS"
+            f" {statistics.median(f.peak_rss_mib for f in results):.1f} MiB"
+        )
+        print(
+            f"ingest ratio {statistics.median(ratios):.2f} (lantern"
+            f" {statistics.median(f.lantern for f in results):,.0f} msg/s, no-op paho"
+            f" {statistics.median(f.noop_paho for f in results):,.0f} msg/s, mosquitto_sub"
+            f" {statistics.median(f.mosquitto_sub for f in results):,.0f} msg/s)"
+        )
 
 
 if __name__ == "__main__":
