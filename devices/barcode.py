@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import biip
 from biip.checksums import gs1_standard_check_digit
@@ -39,9 +39,11 @@ from biip.gs1_messages import GS1Message
 from biip.symbology import GS1Symbology, ISOSymbology, SymbologyIdentifier
 from biip.upc import Upc
 
-from devices.ble import json_object, json_str, json_type
+from devices.jsonfields import json_object, json_str, json_time
 from devices.model import Message, Observation, ScanRead
 from lantern.errors import DecodeError
+
+__all__ = ["gtin14", "parse"]
 
 _GTIN_LENGTHS = frozenset({8, 12, 13, 14})
 _UPC_E_LENGTHS = frozenset({6, 7, 8})  # payload only; with number system; with check digit
@@ -139,26 +141,6 @@ def gtin14(digits: str) -> str:
     if not _DIGITS.fullmatch(digits) or len(digits) not in _GTIN_LENGTHS:
         raise DecodeError(f"not a GTIN (8, 12, 13 or 14 digits): {digits[:20]!r}")
     return _verified_gtin(digits)
-
-
-def json_time(document: Mapping[str, Any], key: str) -> datetime | None:
-    """``document[key]`` as an aware datetime (RFC 3339), None when absent or null.
-
-    Shared by the decoders of this package that read device times (devices/wifi.py,
-    devices/reorder.py); it belongs beside devices/ble.py's JSON helpers.
-    """
-    value = document.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise DecodeError(f"{key} must be an RFC 3339 time, got {json_type(value)}")
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise DecodeError(f"{key} is not an RFC 3339 time: {value[:40]!r}") from None
-    if moment.tzinfo is None:
-        raise DecodeError(f"{key} has no time zone: {value[:40]!r}")
-    return moment
 
 
 def _payload(message: Message) -> tuple[str, str | None, datetime | None]:

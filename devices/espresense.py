@@ -22,11 +22,8 @@ from devices.ble import (
     IBeaconFrame,
     build_frame,
     find_mac,
-    json_int,
-    json_number,
-    json_object,
-    json_str,
 )
+from devices.jsonfields import json_int, json_number, json_object, json_str
 from devices.model import (
     DeviceStatus,
     Message,
@@ -36,6 +33,8 @@ from devices.model import (
     normalize_mac,
 )
 from lantern.errors import DecodeError
+
+__all__ = ["parse"]
 
 _DEVICES_LEVEL = "devices"
 _ROOMS_LEVEL = "rooms"

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict
 
 from devices.model import DeviceStatus, Observation, Sighting, Telemetry
 
+__all__ = ["DEFAULT_EXPECTED_INTERVAL_S", "DeviceRecord", "Inventory"]
+
 # How long a device may stay silent before it is flagged, unless the registry says otherwise.
 # An ESPresense room reports every few seconds and a scanner's telemetry every 30 s; a till
 # scanner may idle for hours, so the registry gives those their own (or None: never flagged).

@@ -21,6 +21,16 @@ from pydantic import BaseModel, ConfigDict
 
 from lantern.errors import DecodeError
 
+__all__ = [
+    "DeviceStatus",
+    "Message",
+    "Observation",
+    "ScanRead",
+    "Sighting",
+    "Telemetry",
+    "normalize_mac",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class Message:

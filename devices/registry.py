@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from devices.health import DEFAULT_EXPECTED_INTERVAL_S
 from devices.reorder import SlotConfig
 
+__all__ = ["DeviceSpec", "expected_intervals", "slot_configs"]
+
 
 class DeviceSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)

@@ -7,6 +7,8 @@ import json
 from devices.model import DeviceStatus, Message, Observation
 from lantern.errors import DecodeError
 
+__all__ = ["parse"]
+
 _STATES = {"online": True, "offline": False, "connected": True, "disconnected": False}
 
 

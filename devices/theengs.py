@@ -23,14 +23,13 @@ from devices.ble import (
     build_frame,
     find_mac,
     frame_from_advertisement,
-    json_number,
-    json_object,
-    json_str,
-    json_type,
     uuid_text,
 )
+from devices.jsonfields import json_number, json_object, json_str, json_type
 from devices.model import Message, Observation, Sighting, normalize_mac
 from lantern.errors import DecodeError
+
+__all__ = ["parse"]
 
 _BLE_LEVEL = "BTtoMQTT"
 _UNDECODED_LEVEL = "undecoded"
