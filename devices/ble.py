@@ -42,6 +42,7 @@ __all__ = [
     "find_mac",
     "frame_from_advertisement",
     "full_service_uuid",
+    "measured_power",
     "parse_advertisement",
     "parse_manufacturer_data",
     "parse_service_data",
@@ -83,6 +84,23 @@ class BeaconFrame(BaseModel):
         """The frame as JSON-ready values, the shape of ``Sighting.beacon``."""
         return self.model_dump(mode="json", exclude_none=True)
 
+    def measured_power_1m(self) -> int | None:
+        """The beacon's calibrated RSSI at 1 m for the distance model, or None."""
+        return None
+
+
+def measured_power(dbm: int | None) -> int | None:
+    """A measured-power byte as a calibrated RSSI at 1 m, or None when it cannot be one.
+
+    A measured power is what a receiver hears at 1 m, so it is negative in practice: even a
+    +20 dBm transmitter loses about 40 dB over its first metre at 2.4 GHz. A byte of 0 or
+    above is something else: some vendors put the battery voltage there in tenths of a volt
+    (the NRF51822 iBeacon of Theengs Decoder's tests sends 0x1a, which Theengs reports as
+    ``volt`` 2.6). The frame keeps the byte as sent; the sighting gets no ``tx_power`` from it,
+    so the distance model uses its configured power (``presence.tx_power_1m_dbm``).
+    """
+    return dbm if dbm is not None and dbm < 0 else None
+
 
 class IBeaconFrame(BeaconFrame):
     format: Literal["ibeacon"] = "ibeacon"
@@ -94,9 +112,16 @@ class IBeaconFrame(BeaconFrame):
     def identity(self) -> str:
         return f"ibeacon:{self.uuid}-{self.major}-{self.minor}"
 
+    def measured_power_1m(self) -> int | None:
+        return measured_power(self.tx_power_1m)
+
 
 class AltBeaconFrame(BeaconFrame):
-    """An AltBeacon; its 20-byte beacon id split as id1 (UUID), id2, id3, by convention."""
+    """An AltBeacon; its 20-byte beacon id split as id1 (UUID), id2, id3, by convention.
+
+    ``reserved`` (the manufacturer's byte) is None when the beacon leaves it out, as the
+    reference Android library accepts (AltBeaconParserTest.testParsesBeaconMissingDataField).
+    """
 
     format: Literal["altbeacon"] = "altbeacon"
     id1: _Uuid
@@ -108,6 +133,9 @@ class AltBeaconFrame(BeaconFrame):
 
     def identity(self) -> str:
         return f"altbeacon:{self.id1}-{self.id2}-{self.id3}"
+
+    def measured_power_1m(self) -> int | None:
+        return measured_power(self.tx_power_1m)
 
 
 class EddystoneUidFrame(BeaconFrame):
@@ -179,6 +207,7 @@ _IBEACON_PREFIX = b"\x02\x15"  # Apple's iBeacon type, then its fixed length of 
 _IBEACON = struct.Struct(">2x16sHHb")
 _ALTBEACON_CODE = b"\xbe\xac"
 _ALTBEACON = struct.Struct(">2x16sHHbB")
+_ALTBEACON_WITHOUT_RESERVED = struct.Struct(">2x16sHHb")
 
 
 def parse_manufacturer_data(company_id: int, data: bytes) -> BeaconFrame | None:
@@ -194,9 +223,10 @@ def parse_manufacturer_data(company_id: int, data: bytes) -> BeaconFrame | None:
         uuid, major, minor, tx_power = _IBEACON.unpack_from(data)
         return IBeaconFrame(uuid=uuid_text(uuid), major=major, minor=minor, tx_power_1m=tx_power)
     if data.startswith(_ALTBEACON_CODE):
-        if len(data) != _ALTBEACON.size:
-            raise DecodeError(f"AltBeacon data is {len(data)} bytes, expected {_ALTBEACON.size}")
-        id1, id2, id3, tx_power, reserved = _ALTBEACON.unpack(data)
+        if len(data) not in (_ALTBEACON_WITHOUT_RESERVED.size, _ALTBEACON.size):
+            raise DecodeError(f"AltBeacon data is {len(data)} bytes, expected 23 or 24")
+        id1, id2, id3, tx_power = _ALTBEACON_WITHOUT_RESERVED.unpack_from(data)
+        reserved = data[_ALTBEACON_WITHOUT_RESERVED.size] if len(data) == _ALTBEACON.size else None
         return AltBeaconFrame(
             id1=uuid_text(id1),
             id2=id2,

@@ -22,6 +22,7 @@ from devices.ble import (
     IBeaconFrame,
     build_frame,
     find_mac,
+    measured_power,
 )
 from devices.jsonfields import json_int, json_number, json_object, json_str
 from devices.model import (
@@ -103,7 +104,7 @@ def _sighting(message: Message, topic_id: str, room: str) -> Sighting:
         mac=normalize_mac(payload_mac) if payload_mac else id_mac,
         rssi=rssi,
         distance_m=json_number(document, "distance"),
-        tx_power=json_int(document, "rssi@1m"),
+        tx_power=measured_power(json_int(document, "rssi@1m")),
         beacon=frame.fields() if frame is not None else None,
     )
 

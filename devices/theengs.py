@@ -83,7 +83,7 @@ def parse(message: Message) -> list[Observation] | None:
             mac_random=_mac_random(document),
             rssi=rssi,
             distance_m=json_number(document, "distance"),
-            tx_power=frame_fields.get("tx_power_1m") if frame_fields is not None else None,
+            tx_power=frame.measured_power_1m() if frame is not None else None,
             beacon=frame_fields if frame_fields is not None else _sensor_values(document),
         )
     ]

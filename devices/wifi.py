@@ -175,7 +175,7 @@ def _meraki_sighting(
         mac=mac,
         mac_random=_locally_administered(mac) if technology == "wifi" else None,
         rssi=_number(latest, "nearestApRssi"),
-        tx_power=frame_fields.get("tx_power_1m") if frame_fields is not None else None,
+        tx_power=frame.measured_power_1m() if frame is not None else None,
         position=location.position,
         beacon=frame_fields,
         technology=technology,

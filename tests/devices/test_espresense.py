@@ -143,6 +143,14 @@ def test_id_from_topic_when_payload_has_none() -> None:
     assert observations[0].identity == "ibeacon:426c7565-4368-6172-6d42-6561636f6e73-3838-4949"
 
 
+@pytest.mark.parametrize(("rssi_at_1m", "tx_power"), [(-59, -59), (26, None), (None, None)])
+def test_a_calibrated_power_of_zero_or_above_is_no_measured_power(
+    rssi_at_1m: int | None, tx_power: int | None
+) -> None:
+    extra = {} if rssi_at_1m is None else {"rssi@1m": rssi_at_1m}
+    assert sighting_of(IBEACON_ID, **extra).tx_power == tx_power
+
+
 @pytest.mark.parametrize(
     ("payload", "online"), [("online", True), ("offline", False), (" ONLINE\n", True)]
 )

@@ -119,6 +119,33 @@ def test_decoded_ibeacon_reporting_voltage_instead_of_power() -> None:
     assert "tx_power_1m" not in result.beacon
 
 
+def test_a_positive_measured_power_byte_gives_no_tx_power() -> None:
+    """Theengs Decoder tests/BLE/test_ble.cpp "NRF51822": the byte after the minor is 0x1a,
+    which Theengs reports as ``volt`` 2.6; it is kept in the frame as sent, and the distance
+    model gets no calibrated power from it."""
+    payload = {
+        "id": "AA:BB:CC:DD:EE:02",
+        "rssi": -70,
+        "manufacturerdata": "4c000215fda50693a4e24fb1afcfc6eb07647825000100021a",
+        "brand": "GENERIC",
+        "model": "iBeacon",
+        "model_id": "IBEACON",
+        "type": "BCON",
+        "mfid": "4c00",
+        "uuid": "fda50693a4e24fb1afcfc6eb07647825",
+        "major": 1,
+        "minor": 2,
+        "volt": 2.6,
+    }
+
+    result = sighting(payload, "home/gw1/BTtoMQTT/AABBCCDDEE02")
+
+    assert result.identity == "ibeacon:fda50693-a4e2-4fb1-afcf-c6eb07647825-1-2"
+    assert result.beacon is not None
+    assert result.beacon["tx_power_1m"] == 26
+    assert result.tx_power is None
+
+
 def test_eddystone_service_data() -> None:
     payload = {
         "id": "11:22:33:44:55:66",
