@@ -10,7 +10,9 @@ devices:
     beacon: "eddystone:12345678901234678901-000000000001"
 ```
 
-A slot's ``device_id`` is its device's ``id``; the registry fills it in, so a slot is written
+A device's ``id`` is the name its topics carry, never its address: gateway/privacy.py turns an
+address in a topic level into a daily pseudonym, which no registry entry could name. A slot's
+``device_id`` is its device's ``id``; the registry fills it in, so a slot is written
 once, under its device. A ``beacon`` is a beacon identity as devices/model.py spells them
 (``ibeacon:<uuid>-<major>-<minor>``, ``altbeacon:<id1>-<id2>-<id3>``,
 ``eddystone:<namespace>-<instance>``): the inventory keeps that beacon's battery (Eddystone
@@ -26,6 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from devices.ble import find_mac
 from devices.reorder import SlotConfig
 
 __all__ = [
@@ -58,6 +61,16 @@ class DeviceSpec(BaseModel):
     expected_interval_s: float | None = Field(default=DEFAULT_EXPECTED_INTERVAL_S, gt=0)
     slots: tuple[SlotConfig, ...] = ()
     beacon: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _not_an_address(cls, device_id: str) -> str:
+        if find_mac(device_id) is not None:
+            raise ValueError(
+                "is a MAC address, which becomes a daily pseudonym on every topic level:"
+                " give the device a name in its topic (lantern/{store}/scanner/till-3)"
+            )
+        return device_id
 
     @field_validator("beacon")
     @classmethod

@@ -74,3 +74,17 @@ def test_store_yaml_refuses_a_beacon_named_twice(tmp_path: Path) -> None:
     assert caught.value.problems == [
         f"{config}: devices: beacon {IBEACON} is named by two devices: tag-a and tag-b"
     ]
+
+
+@pytest.mark.parametrize(
+    "device_id", ["AA:BB:CC:DD:EE:FF", "aabbccddeeff", "till-AA-BB-CC-DD-EE-FF"]
+)
+def test_a_device_is_not_named_by_its_address(device_id: str) -> None:
+    """gateway/privacy.py pseudonymises an address in a topic level: no entry could match it."""
+    with pytest.raises(ValidationError, match="is a MAC address"):
+        DeviceSpec(id=device_id)
+
+
+@pytest.mark.parametrize("device_id", ["till-3", "coffee-2f234454-cf6d-4a0f-adf2-f4911ba9ffa6"])
+def test_names_and_uuids_are_not_addresses(device_id: str) -> None:
+    assert DeviceSpec(id=device_id).id == device_id
