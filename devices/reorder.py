@@ -15,7 +15,10 @@ how much is left; kind ``usage``: how much was just consumed) from:
   the level is the percentage left (``100 - condition`` when the condition degrades upwards),
   ``indication`` the device's own verdict, and the GTIN-like replacement products become
   GTIN-14s. The slot is the payload's ``slot`` or ``cluster``, else ``resource``.
-- plain ``{"slot": ..., "level": ..., "unit": ...}`` (or ``"usage"`` in place of ``level``).
+- plain ``{"slot": ..., "level": ..., "unit": ...}`` (or ``"usage"`` in place of ``level``),
+  optionally with the slot's ``capacity`` (in the same unit) and the ``gtin`` of the product
+  that refills it (verified, as a GTIN-14 in ``replacement_gtins``), as Lantern's consumables
+  firmware stub (firmware_stubs/micropython/consumables/) sends them.
 
 :class:`ReorderTracker` is the pure debounce state machine: per configured (device, slot) it
 emits ``lantern.reorder.requested`` once the slot has been at or below its threshold for three
@@ -106,7 +109,8 @@ class ReorderReport(Observation):
 
     ``level`` is the reported quantity in ``unit``: the amount left for kind ``level``, the
     amount consumed for kind ``usage``; None when a Matter device reports only its
-    ``indication``. ``replacement_gtins`` are the products the device says refill the slot.
+    ``indication``. ``replacement_gtins`` are the products the device says refill the slot;
+    ``capacity`` is a full slot in ``unit``, when the device says.
     """
 
     event_type: ClassVar[str] = "lantern.device.telemetry"
@@ -117,6 +121,7 @@ class ReorderReport(Observation):
     unit: str | None = None
     indication: Indication | None = None
     replacement_gtins: tuple[str, ...] | None = None
+    capacity: float | None = None
 
 
 class ReorderEvent(Observation):
@@ -173,6 +178,7 @@ def _plain(document: Mapping[str, Any], device_id: str) -> ReorderReport:
     level = _quantity(document, kind)
     if unit in _PERCENT_UNITS:
         _check_percentage(level)  # as for an Alexa Percentage: no more than all of it
+    gtin = json_str(document, "gtin")
     return ReorderReport(
         device_id=device_id,
         observed_at=json_time(document, "time"),
@@ -180,6 +186,8 @@ def _plain(document: Mapping[str, Any], device_id: str) -> ReorderReport:
         kind=kind,
         level=level,
         unit=unit,
+        replacement_gtins=(gtin14(gtin),) if gtin is not None else None,
+        capacity=_quantity(document, "capacity"),
     )
 
 
