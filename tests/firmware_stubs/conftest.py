@@ -26,6 +26,18 @@ from tests.firmware_stubs.board import (
 )
 
 
+@pytest.fixture(scope="package")
+def broker() -> Iterator[Mosquitto]:
+    """A broker of their own: the stubs leave retained status messages behind, which would
+    reach every gateway the other tests start on the session's broker."""
+    if not Mosquitto.available():
+        pytest.fail("mosquitto is not installed: .ci/run installs it (apt-get install mosquitto)")
+    mosquitto = Mosquitto()
+    mosquitto.start()
+    yield mosquitto
+    mosquitto.stop()
+
+
 @pytest.fixture
 def board(broker: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Board]:
     clock = Clock()
