@@ -6,10 +6,13 @@ the read as the scanner sent it (a trailing CR/LF terminator aside). GS1 data is
 biip:
 
 - element strings, FNC1 sent as the GS character (0x1D): ``]C1`` GS1-128, ``]d2`` GS1
-  DataMatrix, ``]Q3`` GS1 QR, ``]e0`` DataBar... and, without an identifier, a read holding
-  a GS, or one that starts with AI (01)/(02) and parses whole;
+  DataMatrix, ``]Q3`` GS1 QR, ``]J1`` GS1 DotCode, ``]e0`` DataBar... and, without an
+  identifier, a read holding a GS, or one that starts with AI (01)/(02) and parses whole;
 - GS1 Digital Link URIs, in any symbology (``]Q1``, ``]Q3``, none): a URL whose path names
-  a GS1 primary key; any other URL is a plain code;
+  a GS1 primary key; any other URL is a plain code. The standard's rules hold as GS1's own
+  syntax engine applies them: the primary key is the rightmost key of the AI/value pairs
+  that end the path (a resolver's stem may look like a key), an AI appears once in path and
+  query together, an AI's value is never empty, and a numeric query key must be an AI;
 - EAN/UPC numbers: EAN-13, UPC-A, EAN-8, UPC-E (expanded to its UPC-A), EAN-13 with add-on
   (the GTIN is the first 13 digits), ITF-14, and bare numbers of GTIN length without an
   identifier.
@@ -28,20 +31,24 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import biip
 from biip.checksums import gs1_standard_check_digit
+from biip.gs1_application_identifiers import GS1ApplicationIdentifier
 from biip.gs1_digital_link_uris import GS1DigitalLinkURI
 from biip.gs1_element_strings import GS1ElementString
 from biip.gs1_messages import GS1Message
 from biip.symbology import GS1Symbology, ISOSymbology, SymbologyIdentifier
 from biip.upc import Upc
 
-from devices.ble import json_object, json_str, json_type
+from devices.jsonfields import json_object, json_str, json_time
 from devices.model import Message, Observation, ScanRead
 from lantern.errors import DecodeError
+
+__all__ = ["gtin14", "parse"]
 
 _GTIN_LENGTHS = frozenset({8, 12, 13, 14})
 _UPC_E_LENGTHS = frozenset({6, 7, 8})  # payload only; with number system; with check digit
@@ -58,11 +65,18 @@ _DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also takes "²" and other scrip
 # scheme://host, path, then query and fragment; scheme and host are case-insensitive (RFC
 # 3986), and QR codes often spell them in capitals to fit the alphanumeric mode.
 _URL = re.compile(r"(https?)://([^/?#]*)([^?#]*)(.*)", re.IGNORECASE | re.DOTALL)
-# GS1 Digital Link primary keys (GS1 Digital Link standard 1.2, section 4.4): a URL with one
-# of these as a path segment followed by a value is a Digital Link, whatever its host.
-_DIGITAL_LINK_PRIMARY_KEY = re.compile(
-    r"/(?:00|01|253|255|401|402|414|417|8003|8004|8006|8010|8013|8017|8018)/[^/?#]+"
+# GS1 Digital Link primary keys (the AIs the GS1 syntax dictionary marks ``dlpkey``): a URL
+# with one of these as a path segment followed by a value is a Digital Link, whatever its host.
+_DIGITAL_LINK_PRIMARY_KEYS = frozenset(
+    {"00", "01", "253", "255", "401", "402", "414", "415", "417"}
+    | {"8003", "8004", "8006", "8010", "8013", "8017", "8018"}
 )
+_DIGITAL_LINK_PRIMARY_KEY = re.compile(
+    f"/(?:{'|'.join(sorted(_DIGITAL_LINK_PRIMARY_KEYS))})/[^/?#]+"
+)
+# A zero-suppressed GTIN in a Digital Link query is padded to 14 digits, as GS1's own syntax
+# engine does (the Digital Link standard's example ``/8004/...?01=9520123456788``).
+_ZERO_SUPPRESSED_GTIN_LENGTHS = frozenset({8, 12, 13})
 # Without an identifier, a read that starts with AI (01) or (02) and its 14 digits may be an
 # element string whose FNC1s the scanner dropped; it is taken as one only if it parses whole.
 _UNMARKED_ELEMENT_STRING = re.compile(r"0[12][0-9]{14}.", re.DOTALL)
@@ -110,8 +124,23 @@ _ELEMENT_STRING_SYMBOLOGIES = frozenset(
     }
 )
 _ADD_ON_ONLY = frozenset({GS1Symbology.EAN_TWO_DIGIT_ADD_ON, GS1Symbology.EAN_FIVE_DIGIT_ADD_ON})
+# DotCode's code character (ISO/IEC 15424), which biip does not know. Its modifier 1 is GS1
+# DotCode (FNC1 first: element strings, GS1 General Specifications figure 5.1.2-2), as d2 is
+# for Data Matrix; any other modifier is a DotCode of plain data, as d1 is.
+_DOTCODE_FLAG = "]J"
+_DOTCODE_IDENTIFIER = re.compile(r"\]J[0-9]")
+_DOTCODE_NAME = "DotCode"
 
 _GS1Data: TypeAlias = tuple[str | None, dict[str, str]]  # (GTIN-14, AI -> value)
+
+
+@dataclass(frozen=True, slots=True)
+class _Identifier:
+    """A read's AIM symbology identifier; ``iso`` is None for DotCode, which biip lacks."""
+
+    value: str
+    iso: ISOSymbology | None
+    gs1: GS1Symbology | None
 
 
 def parse(message: Message) -> list[Observation] | None:
@@ -141,26 +170,6 @@ def gtin14(digits: str) -> str:
     return _verified_gtin(digits)
 
 
-def json_time(document: Mapping[str, Any], key: str) -> datetime | None:
-    """``document[key]`` as an aware datetime (RFC 3339), None when absent or null.
-
-    Shared by the decoders of this package that read device times (devices/wifi.py,
-    devices/reorder.py); it belongs beside devices/ble.py's JSON helpers.
-    """
-    value = document.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise DecodeError(f"{key} must be an RFC 3339 time, got {json_type(value)}")
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise DecodeError(f"{key} is not an RFC 3339 time: {value[:40]!r}") from None
-    if moment.tzinfo is None:
-        raise DecodeError(f"{key} has no time zone: {value[:40]!r}")
-    return moment
-
-
 def _payload(message: Message) -> tuple[str, str | None, datetime | None]:
     """(code, symbology the payload names, the scanner's time) of a text or JSON read."""
     text = message.text()
@@ -177,18 +186,25 @@ def _payload(message: Message) -> tuple[str, str | None, datetime | None]:
     )
 
 
-def _identifier(code: str) -> SymbologyIdentifier | None:
+def _identifier(code: str) -> _Identifier | None:
     if not code.startswith("]"):
         return None
+    if code.startswith(_DOTCODE_FLAG):
+        if not _DOTCODE_IDENTIFIER.match(code):
+            raise DecodeError(f"bad symbology identifier: {code[:3]!r}")
+        value = code[: len(_DOTCODE_FLAG) + 1]
+        gs1 = GS1Symbology.GS1_DOTCODE if value[1:] == GS1Symbology.GS1_DOTCODE.value else None
+        return _Identifier(value, None, gs1)
     try:
-        return SymbologyIdentifier.extract(code)
+        identifier = SymbologyIdentifier.extract(code)
     except _BIIP_ERRORS:
         raise DecodeError(f"bad symbology identifier: {code[:3]!r}") from None
+    return _Identifier(identifier.value, identifier.iso_symbology, identifier.gs1_symbology)
 
 
-def _gs1_data(body: str, identifier: SymbologyIdentifier | None) -> _GS1Data:
+def _gs1_data(body: str, identifier: _Identifier | None) -> _GS1Data:
     """(GTIN-14, AIs) of the read's GS1 data; (None, {}) for a code that is not GS1."""
-    gs1 = identifier.gs1_symbology if identifier is not None else None
+    gs1 = identifier.gs1 if identifier is not None else None
     url = _URL.fullmatch(body)
     if url is not None:
         is_link = _DIGITAL_LINK_PRIMARY_KEY.search(url[3]) is not None
@@ -197,9 +213,9 @@ def _gs1_data(body: str, identifier: SymbologyIdentifier | None) -> _GS1Data:
         return _element_strings(body)
     if identifier is None:
         return _unmarked(body)
-    if identifier.iso_symbology is ISOSymbology.EAN_UPC and gs1 not in _ADD_ON_ONLY:
+    if identifier.iso is ISOSymbology.EAN_UPC and gs1 not in _ADD_ON_ONLY:
         return _ean_upc(body, gs1), {}
-    if identifier.iso_symbology is ISOSymbology.ITF and len(body) == _ITF_14_LENGTH:
+    if identifier.iso is ISOSymbology.ITF and len(body) == _ITF_14_LENGTH:
         return _verified_gtin(_digits(body, "ITF-14")), {}
     return None, {}
 
@@ -266,12 +282,64 @@ def _element_strings(body: str) -> _GS1Data:
 
 
 def _digital_link(url: re.Match[str]) -> _GS1Data:
+    """The element strings of a GS1 Digital Link, checked against the standard's rules.
+
+    The path's primary key is the rightmost one in an unbroken run of AI/value pairs that ends
+    the path, so a resolver stem may hold segments that look like keys (``/00/faux/00/...``).
+    An AI appears once in path and query together, and never with an empty value; a numeric
+    query key must be an AI. Other query parameters and the fragment are not GS1 data.
+    """
     scheme, host, path, rest = url.groups()
+    path_pairs = _digital_link_path(path.split("/")[1:])
+    pairs = path_pairs + _digital_link_query(rest.partition("#")[0].removeprefix("?"))
+    seen: set[str] = set()
+    for ai, value in pairs:
+        if ai in seen:
+            raise DecodeError(f"GS1 Digital Link repeats AI ({ai})")
+        if not value:
+            raise DecodeError(f"GS1 Digital Link AI ({ai}) has an empty value")
+        seen.add(ai)
+    dl_path = "".join(f"/{ai}/{value}" for ai, value in path_pairs)
+    dl_query = "&".join(f"{ai}={value}" for ai, value in pairs[len(path_pairs) :])
     try:
-        link = GS1DigitalLinkURI.parse(f"{scheme.lower()}://{host.lower()}{path}{rest}")
+        link = GS1DigitalLinkURI.parse(f"{scheme.lower()}://{host.lower()}{dl_path}?{dl_query}")
     except _BIIP_ERRORS as exc:
         raise DecodeError(f"not a GS1 Digital Link: {exc}") from None
     return _ai_values(link.element_strings)
+
+
+def _digital_link_path(segments: list[str]) -> list[tuple[str, str]]:
+    """The (AI, value) pairs from the primary key on: the rightmost key in the unbroken run of
+    AI/value pairs that ends the path (the GS1 syntax engine's rule)."""
+    for start in range(len(segments) - 2, -1, -2):
+        if not _is_ai(segments[start]):
+            break
+        if segments[start] in _DIGITAL_LINK_PRIMARY_KEYS:
+            key_and_qualifiers = segments[start:]
+            return list(zip(key_and_qualifiers[::2], key_and_qualifiers[1::2], strict=True))
+    raise DecodeError("GS1 Digital Link path ends in no primary key and its value")
+
+
+def _digital_link_query(query: str) -> list[tuple[str, str]]:
+    """The query's (AI, value) pairs; parameters with a name that is not numeric are skipped."""
+    pairs: list[tuple[str, str]] = []
+    for parameter in query.split("&"):
+        key, equals, value = parameter.partition("=")
+        if not equals or not _DIGITS.fullmatch(key):
+            continue
+        if not _is_ai(key):
+            raise DecodeError(f"GS1 Digital Link query names no AI: {key[:8]!r}")
+        if key == "01" and _DIGITS.fullmatch(value) and len(value) in _ZERO_SUPPRESSED_GTIN_LENGTHS:
+            value = value.zfill(_ITF_14_LENGTH)
+        pairs.append((key, value))
+    return pairs
+
+
+def _is_ai(segment: str) -> bool:
+    try:
+        return GS1ApplicationIdentifier.extract(segment).ai == segment
+    except _BIIP_ERRORS:
+        return False
 
 
 def _ai_values(element_strings: Iterable[GS1ElementString]) -> _GS1Data:
@@ -287,18 +355,18 @@ def _ai_values(element_strings: Iterable[GS1ElementString]) -> _GS1Data:
     return _verified_gtin(digits, f"AI ({gtin_ai}) check digit"), ai
 
 
-def _symbology_name(
-    identifier: SymbologyIdentifier | None, body: str, gtin: str | None
-) -> str | None:
+def _symbology_name(identifier: _Identifier | None, body: str, gtin: str | None) -> str | None:
     if identifier is None:
         bare_gtin = gtin is not None and _DIGITS.fullmatch(body) is not None
         return _BARE_GTIN_SYMBOLOGIES.get(len(body)) if bare_gtin else None
-    gs1 = identifier.gs1_symbology
+    gs1 = identifier.gs1
     if gs1 is GS1Symbology.EAN_13:
         return _E0_SYMBOLOGIES.get(len(body), "EAN-13")
     if gs1 is not None:
         return _GS1_SYMBOLOGY_NAMES[gs1]
-    iso = identifier.iso_symbology
+    iso = identifier.iso
+    if iso is None:
+        return _DOTCODE_NAME
     if iso is ISOSymbology.ITF and gtin is not None:
         return "ITF-14"
     return _ISO_SYMBOLOGY_NAMES.get(iso, iso.name.replace("_", " ").title())

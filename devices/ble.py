@@ -9,13 +9,11 @@ A decoder returns None for bytes of no format it knows, and raises :class:`Decod
 bytes that carry a format's marker but not its layout. Raw MAC addresses never enter a frame:
 frames are copied verbatim into ``Sighting.beacon``, which is not pseudonymised.
 
-The module also holds the JSON helpers that the BLE scanners' MQTT decoders share.
+:func:`find_mac` finds an address that a scanner wrote into an id or a name.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import re
 import struct
 from collections.abc import Callable, Mapping
@@ -26,20 +24,42 @@ from bluetooth_data_tools import parse_advertisement_data_bytes
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, StringConstraints
 from pydantic import ValidationError as _ValidationError
 
-from devices.model import Message, normalize_mac
+from devices.model import normalize_mac
 from lantern.errors import DecodeError
 
+__all__ = [
+    "APPLE_COMPANY_ID",
+    "EDDYSTONE_SERVICE_UUID",
+    "Advertisement",
+    "AltBeaconFrame",
+    "BeaconFrame",
+    "EddystoneEidFrame",
+    "EddystoneTlmFrame",
+    "EddystoneUidFrame",
+    "EddystoneUrlFrame",
+    "IBeaconFrame",
+    "build_frame",
+    "find_mac",
+    "frame_from_advertisement",
+    "full_service_uuid",
+    "measured_power",
+    "parse_advertisement",
+    "parse_manufacturer_data",
+    "parse_service_data",
+    "uuid_text",
+]
+
 _HEX = "[0-9a-f]"
-Uuid = Annotated[
+_Uuid = Annotated[
     str,
     StringConstraints(pattern=f"^{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}$"),
 ]
-UInt16 = Annotated[int, Field(ge=0, le=0xFFFF)]
-UInt8 = Annotated[int, Field(ge=0, le=0xFF)]
-Int8 = Annotated[int, Field(ge=-128, le=127)]
-NamespaceHex = Annotated[str, StringConstraints(pattern=f"^{_HEX}{{20}}$")]
-InstanceHex = Annotated[str, StringConstraints(pattern=f"^{_HEX}{{12}}$")]
-EidHex = Annotated[str, StringConstraints(pattern=f"^{_HEX}{{16}}$")]
+_UInt16 = Annotated[int, Field(ge=0, le=0xFFFF)]
+_UInt8 = Annotated[int, Field(ge=0, le=0xFF)]
+_Int8 = Annotated[int, Field(ge=-128, le=127)]
+_NamespaceHex = Annotated[str, StringConstraints(pattern=f"^{_HEX}{{20}}$")]
+_InstanceHex = Annotated[str, StringConstraints(pattern=f"^{_HEX}{{12}}$")]
+_EidHex = Annotated[str, StringConstraints(pattern=f"^{_HEX}{{16}}$")]
 
 
 # --- frames -------------------------------------------------------------------------------
@@ -64,38 +84,65 @@ class BeaconFrame(BaseModel):
         """The frame as JSON-ready values, the shape of ``Sighting.beacon``."""
         return self.model_dump(mode="json", exclude_none=True)
 
+    def measured_power_1m(self) -> int | None:
+        """The beacon's calibrated RSSI at 1 m for the distance model, or None."""
+        return None
+
+
+def measured_power(dbm: int | None) -> int | None:
+    """A measured-power byte as a calibrated RSSI at 1 m, or None when it cannot be one.
+
+    A measured power is what a receiver hears at 1 m, so it is negative in practice: even a
+    +20 dBm transmitter loses about 40 dB over its first metre at 2.4 GHz. A byte of 0 or
+    above is something else: some vendors put the battery voltage there in tenths of a volt
+    (the NRF51822 iBeacon of Theengs Decoder's tests sends 0x1a, which Theengs reports as
+    ``volt`` 2.6). The frame keeps the byte as sent; the sighting gets no ``tx_power`` from it,
+    so the distance model uses its configured power (``presence.tx_power_1m_dbm``).
+    """
+    return dbm if dbm is not None and dbm < 0 else None
+
 
 class IBeaconFrame(BeaconFrame):
     format: Literal["ibeacon"] = "ibeacon"
-    uuid: Uuid
-    major: UInt16
-    minor: UInt16
-    tx_power_1m: Int8 | None = None
+    uuid: _Uuid
+    major: _UInt16
+    minor: _UInt16
+    tx_power_1m: _Int8 | None = None
 
     def identity(self) -> str:
         return f"ibeacon:{self.uuid}-{self.major}-{self.minor}"
 
+    def measured_power_1m(self) -> int | None:
+        return measured_power(self.tx_power_1m)
+
 
 class AltBeaconFrame(BeaconFrame):
-    """An AltBeacon; its 20-byte beacon id split as id1 (UUID), id2, id3, by convention."""
+    """An AltBeacon; its 20-byte beacon id split as id1 (UUID), id2, id3, by convention.
+
+    ``reserved`` (the manufacturer's byte) is None when the beacon leaves it out, as the
+    reference Android library accepts (AltBeaconParserTest.testParsesBeaconMissingDataField).
+    """
 
     format: Literal["altbeacon"] = "altbeacon"
-    id1: Uuid
-    id2: UInt16
-    id3: UInt16
-    tx_power_1m: Int8 | None = None
-    manufacturer: UInt16 | None = None
-    reserved: UInt8 | None = None
+    id1: _Uuid
+    id2: _UInt16
+    id3: _UInt16
+    tx_power_1m: _Int8 | None = None
+    manufacturer: _UInt16 | None = None
+    reserved: _UInt8 | None = None
 
     def identity(self) -> str:
         return f"altbeacon:{self.id1}-{self.id2}-{self.id3}"
 
+    def measured_power_1m(self) -> int | None:
+        return measured_power(self.tx_power_1m)
+
 
 class EddystoneUidFrame(BeaconFrame):
     format: Literal["eddystone-uid"] = "eddystone-uid"
-    namespace: NamespaceHex
-    instance: InstanceHex
-    tx_power_0m: Int8 | None = None
+    namespace: _NamespaceHex
+    instance: _InstanceHex
+    tx_power_0m: _Int8 | None = None
 
     def identity(self) -> str:
         return f"eddystone:{self.namespace}-{self.instance}"
@@ -104,7 +151,7 @@ class EddystoneUidFrame(BeaconFrame):
 class EddystoneUrlFrame(BeaconFrame):
     format: Literal["eddystone-url"] = "eddystone-url"
     url: str
-    tx_power_0m: Int8
+    tx_power_0m: _Int8
 
 
 class EddystoneTlmFrame(BeaconFrame):
@@ -123,8 +170,8 @@ class EddystoneTlmFrame(BeaconFrame):
 
 class EddystoneEidFrame(BeaconFrame):
     format: Literal["eddystone-eid"] = "eddystone-eid"
-    eid: EidHex
-    tx_power_0m: Int8
+    eid: _EidHex
+    tx_power_0m: _Int8
 
     def identity(self) -> str:
         return f"eddystone-eid:{self.eid}"
@@ -160,6 +207,7 @@ _IBEACON_PREFIX = b"\x02\x15"  # Apple's iBeacon type, then its fixed length of 
 _IBEACON = struct.Struct(">2x16sHHb")
 _ALTBEACON_CODE = b"\xbe\xac"
 _ALTBEACON = struct.Struct(">2x16sHHbB")
+_ALTBEACON_WITHOUT_RESERVED = struct.Struct(">2x16sHHb")
 
 
 def parse_manufacturer_data(company_id: int, data: bytes) -> BeaconFrame | None:
@@ -175,9 +223,10 @@ def parse_manufacturer_data(company_id: int, data: bytes) -> BeaconFrame | None:
         uuid, major, minor, tx_power = _IBEACON.unpack_from(data)
         return IBeaconFrame(uuid=uuid_text(uuid), major=major, minor=minor, tx_power_1m=tx_power)
     if data.startswith(_ALTBEACON_CODE):
-        if len(data) != _ALTBEACON.size:
-            raise DecodeError(f"AltBeacon data is {len(data)} bytes, expected {_ALTBEACON.size}")
-        id1, id2, id3, tx_power, reserved = _ALTBEACON.unpack(data)
+        if len(data) not in (_ALTBEACON_WITHOUT_RESERVED.size, _ALTBEACON.size):
+            raise DecodeError(f"AltBeacon data is {len(data)} bytes, expected 23 or 24")
+        id1, id2, id3, tx_power = _ALTBEACON_WITHOUT_RESERVED.unpack_from(data)
+        reserved = data[_ALTBEACON_WITHOUT_RESERVED.size] if len(data) == _ALTBEACON.size else None
         return AltBeaconFrame(
             id1=uuid_text(id1),
             id2=id2,
@@ -366,76 +415,7 @@ def parse_advertisement(adv: bytes) -> Advertisement:
     )
 
 
-# --- JSON payloads of BLE scanners ----------------------------------------------------------
-# Shared by devices/espresense.py and devices/theengs.py; they belong with devices/model.py.
-
-_JSON_TYPE_NAMES: Mapping[type, str] = {
-    dict: "an object",
-    list: "an array",
-    str: "a string",
-    int: "a number",
-    float: "a number",
-    bool: "a boolean",
-    type(None): "null",
-}
-
-
-def json_type(value: object) -> str:
-    """The JSON name of a decoded value's type, for error reasons."""
-    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
-
-
-def _no_constant(name: str) -> float:
-    raise DecodeError(f"{name} is not a JSON number")
-
-
-def json_object(message: Message, what: str) -> dict[str, Any]:
-    """The payload as a JSON object, or a decode error saying why it is not one."""
-    text = message.text()
-    try:
-        # Infinity from an overflowing exponent is caught where a number is read (json_number):
-        # a parse_float hook here would call Python for every number of every message.
-        document = json.loads(text, parse_constant=_no_constant)
-    except json.JSONDecodeError as exc:
-        raise DecodeError(f"{what} is not valid JSON: {exc.msg} at {exc.pos}") from None
-    except (ValueError, RecursionError) as exc:
-        # int() refuses more than 4300 digits; deep nesting exhausts the parser's stack.
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise DecodeError(f"{what} is not valid JSON: {reason[:80]}") from None
-    if not isinstance(document, dict):
-        raise DecodeError(f"{what} must be a JSON object, got {json_type(document)}")
-    return document
-
-
-def json_number(document: Mapping[str, Any], key: str) -> float | None:
-    """``document[key]`` as a float, None when absent or null, a decode error otherwise."""
-    value = document.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise DecodeError(f"{key} must be a number, got {json_type(value)}")
-    try:
-        number = float(value)
-    except OverflowError:
-        raise DecodeError(f"{key} is out of range") from None
-    if not math.isfinite(number):
-        raise DecodeError(f"{key} is out of range")
-    return number
-
-
-def json_int(document: Mapping[str, Any], key: str) -> int | None:
-    """``document[key]`` rounded to an integer (scanners send dBm as 12.0 or 12 alike)."""
-    value = json_number(document, key)
-    return None if value is None else round(value)
-
-
-def json_str(document: Mapping[str, Any], key: str) -> str | None:
-    """``document[key]`` as a string, None when absent or null, a decode error otherwise."""
-    value = document.get(key)
-    if value is None or isinstance(value, str):
-        return value
-    raise DecodeError(f"{key} must be a string, got {json_type(value)}")
-
+# --- addresses written into text ------------------------------------------------------
 
 _UUID_TEXT = re.compile(
     f"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}", re.IGNORECASE

@@ -1,7 +1,10 @@
 """ESPresense: ESP32 room scanners publishing what they hear over MQTT.
 
 Topics: ``espresense/devices/{id}/{room}`` (a sighting), ``espresense/rooms/{room}/status``
-(``online`` / ``offline``, the scanner's last will) and ``espresense/rooms/{room}/telemetry``.
+(``online`` / ``offline``, the scanner's last will) and ``espresense/rooms/{room}/telemetry``
+(every 15 s or so: ``uptime``, ``ver``, ``freeHeap``, the Wi-Fi ``rssi``, a battery's ``mV``
+and ``batt`` when one is wired, and counters), whose health values reach the room's scanner
+in the inventory under the inventory's names (``uptime_s``, ``firmware``...).
 
 ESPresense has already fingerprinted the advertiser into an ``id``: a beacon id (iBeacon,
 AltBeacon, Eddystone UID), a resolved IRK, or a weaker fingerprint (``name:``, ``apple:``,
@@ -22,11 +25,10 @@ from devices.ble import (
     IBeaconFrame,
     build_frame,
     find_mac,
-    json_int,
-    json_number,
-    json_object,
-    json_str,
+    measured_power,
 )
+from devices.health import health_values
+from devices.jsonfields import json_int, json_number, json_object, json_str
 from devices.model import (
     DeviceStatus,
     Message,
@@ -37,11 +39,23 @@ from devices.model import (
 )
 from lantern.errors import DecodeError
 
+__all__ = ["parse"]
+
 _DEVICES_LEVEL = "devices"
 _ROOMS_LEVEL = "rooms"
 _STATUS_LEVEL = "status"
 _TELEMETRY_LEVEL = "telemetry"
 _STATES = {"online": True, "offline": False}
+# The inventory's health names (devices/health.py) and what ESPresense calls them in its
+# telemetry (src/main.cpp sendTelemetry; battery from src/Battery.cpp, when one is wired).
+_TELEMETRY_HEALTH_NAMES = {
+    "uptime_s": "uptime",
+    "firmware": "ver",
+    "free_heap_bytes": "freeHeap",
+    "wifi_rssi_dbm": "rssi",
+    "battery_mv": "mV",
+    "battery_pct": "batt",
+}
 
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 # iBeacon and AltBeacon ids share one shape: <uuid>-<major or id2>-<minor or id3>, decimal.
@@ -68,8 +82,7 @@ def parse(message: Message) -> list[Observation] | None:
         if levels[-1] == _STATUS_LEVEL:
             return [_status(message, _room(room))]
         if levels[-1] == _TELEMETRY_LEVEL:
-            values = json_object(message, "ESPresense telemetry")
-            return [Telemetry(device_id=_room(room), values=values)]
+            return [_telemetry(message, _room(room))]
     return None
 
 
@@ -77,6 +90,15 @@ def _room(room: str) -> str:
     if not room:
         raise DecodeError("topic names no room")
     return room
+
+
+def _telemetry(message: Message, room: str) -> Telemetry:
+    """The scanner's report, its health values under the inventory's names, the rest as sent."""
+    document = json_object(message, "ESPresense telemetry")
+    health = health_values(document, _TELEMETRY_HEALTH_NAMES)
+    own_names = set(_TELEMETRY_HEALTH_NAMES.values())
+    rest = {key: value for key, value in document.items() if key not in own_names}
+    return Telemetry(device_id=room, values=rest | health)
 
 
 def _status(message: Message, room: str) -> DeviceStatus:
@@ -104,7 +126,7 @@ def _sighting(message: Message, topic_id: str, room: str) -> Sighting:
         mac=normalize_mac(payload_mac) if payload_mac else id_mac,
         rssi=rssi,
         distance_m=json_number(document, "distance"),
-        tx_power=json_int(document, "rssi@1m"),
+        tx_power=measured_power(json_int(document, "rssi@1m")),
         beacon=frame.fields() if frame is not None else None,
     )
 

@@ -5,6 +5,19 @@ with the time; it answers with the status observations to turn into events. A de
 offline when its last will (or status topic) says so, or when it has been silent longer than
 its expected interval; either way ``lantern.device.offline`` is emitted once per outage, and
 ``lantern.device.online`` when it is heard again.
+
+Health values go by one vocabulary whatever the device (:data:`HEALTH_KEYS`); decoders map
+their device's own names onto it (devices/espresense.py) and read it with
+:func:`health_values`.
+
+A beacon the registry names (``beacon:`` of a device, devices/registry.py) is a device like
+any other: its sightings keep it online under that name, its Eddystone TLM battery and
+temperature become that device's health, and its silence is flagged. A TLM frame carries no
+identity, only the sender's address (as a daily pseudonym by now): the inventory ties the
+pseudonym to the beacon when a frame carrying the beacon's identity arrives from the same
+address, as beacons that interleave UID and TLM frames send them. An unnamed beacon's health
+is kept under its identity or pseudonym, and it is never flagged (beacons come and go with
+shoppers).
 """
 
 from __future__ import annotations
@@ -16,13 +29,44 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from devices.jsonfields import json_number, json_str
 from devices.model import DeviceStatus, Observation, Sighting, Telemetry
+from devices.registry import (
+    DEFAULT_EXPECTED_INTERVAL_S,
+    DeviceSpec,
+    beacon_names,
+    expected_intervals,
+)
 
-# How long a device may stay silent before it is flagged, unless the registry says otherwise.
-# An ESPresense room reports every few seconds and a scanner's telemetry every 30 s; a till
-# scanner may idle for hours, so the registry gives those their own (or None: never flagged).
-DEFAULT_EXPECTED_INTERVAL_S = 300.0
-_HEALTH_KEYS = ("battery_mv", "battery_pct", "temperature_c", "firmware", "uptime_s")
+__all__ = ["HEALTH_KEYS", "DeviceRecord", "Inventory", "health_values"]
+
+# Numbers, but the firmware version (text).
+HEALTH_KEYS = (
+    "battery_mv",
+    "battery_pct",
+    "temperature_c",
+    "firmware",
+    "uptime_s",
+    "free_heap_bytes",
+    "wifi_rssi_dbm",
+)
+_HEALTH_TEXT_KEYS = frozenset({"firmware"})
+
+
+def health_values(
+    document: Mapping[str, Any], names: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The health values in a device's report, each checked for its type (a decode error).
+
+    ``names`` gives the device's own name of a health key where it differs.
+    """
+    values: dict[str, Any] = {}
+    for key in HEALTH_KEYS:
+        source = (names or {}).get(key, key)
+        read = json_str if key in _HEALTH_TEXT_KEYS else json_number
+        if read(document, source) is not None:
+            values[key] = document[source]
+    return values
 
 
 class DeviceRecord(BaseModel):
@@ -49,10 +93,27 @@ class Inventory:
         self,
         expected_interval_s: Mapping[str, float | None] | None = None,
         default_interval_s: float | None = DEFAULT_EXPECTED_INTERVAL_S,
+        beacons: Mapping[str, str] | None = None,
     ) -> None:
+        """``beacons`` maps a beacon identity to the device id it is known by."""
         self._expected = dict(expected_interval_s or {})
         self._default = default_interval_s
         self._devices: dict[str, _DeviceState] = {}
+        self._beacons = dict(beacons or {})
+        # The address pseudonym each named beacon was last seen with, both ways round: one
+        # entry per named beacon, so memory is bounded by the registry.
+        self._beacon_of_address: dict[str, str] = {}
+        self._address_of_beacon: dict[str, str] = {}
+
+    @classmethod
+    def from_registry(
+        cls,
+        devices: Iterable[DeviceSpec],
+        default_interval_s: float | None = DEFAULT_EXPECTED_INTERVAL_S,
+    ) -> Inventory:
+        """The inventory of the registry's devices: their intervals and the beacons they name."""
+        specs = tuple(devices)
+        return cls(expected_intervals(specs), default_interval_s, beacon_names(specs))
 
     def devices(self) -> list[DeviceRecord]:
         return [
@@ -77,12 +138,8 @@ class Inventory:
                 if self._set_online(observation.device_id, observation.online, at):
                     kept.append(observation)
                 continue
-            if isinstance(observation, Sighting) and (beacon_health := _health_of(observation)):
-                # A TLM beacon reports its own health; beacons come and go with shoppers, so
-                # they are never flagged for silence.
-                beacon = observation.subject() or observation.device_id
-                self._expected.setdefault(beacon, None)
-                self._set_online(beacon, True, at, health=beacon_health)
+            if isinstance(observation, Sighting):
+                kept.extend(self._beacon(observation, at))
             health = _health_of(observation) if isinstance(observation, Telemetry) else None
             if self._set_online(observation.device_id, True, at, health=health):
                 kept.append(DeviceStatus(device_id=observation.device_id, online=True))
@@ -99,6 +156,32 @@ class Inventory:
                 state.online = False
                 flagged.append(DeviceStatus(device_id=device_id, online=False))
         return flagged
+
+    def _beacon(self, sighting: Sighting, at: datetime) -> list[Observation]:
+        """What a sighting says of the beacon seen (not of the scanner that saw it)."""
+        health = _health_of(sighting)
+        name = self._named_beacon(sighting)
+        if name is not None:
+            back = self._set_online(name, True, at, health=health)
+            return [DeviceStatus(device_id=name, online=True)] if back else []
+        if health:
+            beacon = sighting.subject() or sighting.device_id
+            self._expected.setdefault(beacon, None)
+            self._set_online(beacon, True, at, health=health)
+        return []
+
+    def _named_beacon(self, sighting: Sighting) -> str | None:
+        """The registry's name of the beacon seen, learning its address on the way."""
+        name = self._beacons.get(sighting.identity or "")
+        if name is not None and sighting.mac is not None:
+            previous = self._address_of_beacon.get(name)
+            if previous != sighting.mac:
+                self._beacon_of_address.pop(previous or "", None)
+                self._address_of_beacon[name] = sighting.mac
+                self._beacon_of_address[sighting.mac] = name
+        if name is None and sighting.identity is None and sighting.mac is not None:
+            name = self._beacon_of_address.get(sighting.mac)
+        return name
 
     def _set_online(
         self, device_id: str, online: bool, at: datetime, health: Mapping[str, Any] | None = None
@@ -118,7 +201,7 @@ class Inventory:
 
 def _health_of(observation: Observation) -> dict[str, Any]:
     if isinstance(observation, Telemetry):
-        return {key: observation.values[key] for key in _HEALTH_KEYS if key in observation.values}
+        return {key: observation.values[key] for key in HEALTH_KEYS if key in observation.values}
     if isinstance(observation, Sighting) and observation.beacon:
-        return {key: observation.beacon[key] for key in _HEALTH_KEYS if key in observation.beacon}
+        return {key: observation.beacon[key] for key in HEALTH_KEYS if key in observation.beacon}
     return {}

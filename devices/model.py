@@ -21,6 +21,16 @@ from pydantic import BaseModel, ConfigDict
 
 from lantern.errors import DecodeError
 
+__all__ = [
+    "DeviceStatus",
+    "Message",
+    "Observation",
+    "ScanRead",
+    "Sighting",
+    "Telemetry",
+    "normalize_mac",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -79,7 +89,9 @@ class Sighting(Observation):
     ``altbeacon:<id1>-<id2>-<id3>``, or a scanner-given name such as ``espresense:<id>``);
     otherwise None, and the gateway identifies the visitor by the pseudonym of ``mac``.
     ``mac_random`` flags a randomised address (BLE random address type, or the locally
-    administered bit of a Wi-Fi address).
+    administered bit of a Wi-Fi address). ``raw_errors`` names each raw field the scanner
+    relayed that could not be decoded, with the reason, when the sighting stands on the
+    scanner's own decoding instead; never the field's content, which may embed the address.
     """
 
     event_type: ClassVar[str] = "lantern.presence.sighted"
@@ -94,6 +106,7 @@ class Sighting(Observation):
     position: tuple[float, float] | None = None
     beacon: Mapping[str, Any] | None = None
     technology: Literal["ble", "wifi"] = "ble"
+    raw_errors: Mapping[str, str] | None = None
 
     def subject(self) -> str | None:
         return self.identity or self.mac

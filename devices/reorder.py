@@ -15,7 +15,10 @@ how much is left; kind ``usage``: how much was just consumed) from:
   the level is the percentage left (``100 - condition`` when the condition degrades upwards),
   ``indication`` the device's own verdict, and the GTIN-like replacement products become
   GTIN-14s. The slot is the payload's ``slot`` or ``cluster``, else ``resource``.
-- plain ``{"slot": ..., "level": ..., "unit": ...}`` (or ``"usage"`` in place of ``level``).
+- plain ``{"slot": ..., "level": ..., "unit": ...}`` (or ``"usage"`` in place of ``level``),
+  optionally with the slot's ``capacity`` (in the same unit) and the ``gtin`` of the product
+  that refills it (verified, as a GTIN-14 in ``replacement_gtins``), as Lantern's consumables
+  firmware stub (firmware_stubs/micropython/consumables/) sends them.
 
 :class:`ReorderTracker` is the pure debounce state machine: per configured (device, slot) it
 emits ``lantern.reorder.requested`` once the slot has been at or below its threshold for three
@@ -42,10 +45,31 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from devices.barcode import gtin14, json_time
-from devices.ble import json_number, json_object, json_str, json_type
+from devices.barcode import gtin14
+from devices.jsonfields import (
+    json_nested_object,
+    json_number,
+    json_object,
+    json_object_list,
+    json_str,
+    json_time,
+    json_type,
+)
 from devices.model import Message, Observation
 from lantern.errors import DecodeError
+
+__all__ = [
+    "AMAZON_DEBOUNCE_REPORTS",
+    "Indication",
+    "ReorderCleared",
+    "ReorderEvent",
+    "ReorderReport",
+    "ReorderRequested",
+    "ReorderTracker",
+    "SlotConfig",
+    "SlotState",
+    "parse",
+]
 
 AMAZON_DEBOUNCE_REPORTS = 3  # Dash Replenishment orders after 3 consecutive low reports
 _PERCENT_FULL = 100.0  # a Matter condition and an Alexa Percentage are 0..100
@@ -85,7 +109,8 @@ class ReorderReport(Observation):
 
     ``level`` is the reported quantity in ``unit``: the amount left for kind ``level``, the
     amount consumed for kind ``usage``; None when a Matter device reports only its
-    ``indication``. ``replacement_gtins`` are the products the device says refill the slot.
+    ``indication``. ``replacement_gtins`` are the products the device says refill the slot;
+    ``capacity`` is a full slot in ``unit``, when the device says.
     """
 
     event_type: ClassVar[str] = "lantern.device.telemetry"
@@ -96,6 +121,7 @@ class ReorderReport(Observation):
     unit: str | None = None
     indication: Indication | None = None
     replacement_gtins: tuple[str, ...] | None = None
+    capacity: float | None = None
 
 
 class ReorderEvent(Observation):
@@ -152,6 +178,7 @@ def _plain(document: Mapping[str, Any], device_id: str) -> ReorderReport:
     level = _quantity(document, kind)
     if unit in _PERCENT_UNITS:
         _check_percentage(level)  # as for an Alexa Percentage: no more than all of it
+    gtin = json_str(document, "gtin")
     return ReorderReport(
         device_id=device_id,
         observed_at=json_time(document, "time"),
@@ -159,6 +186,8 @@ def _plain(document: Mapping[str, Any], device_id: str) -> ReorderReport:
         kind=kind,
         level=level,
         unit=unit,
+        replacement_gtins=(gtin14(gtin),) if gtin is not None else None,
+        capacity=_quantity(document, "capacity"),
     )
 
 
@@ -173,12 +202,12 @@ def _alexa_key(document: Mapping[str, Any]) -> str:
 def _alexa_envelope(document: Mapping[str, Any], device_id: str) -> list[ReorderReport]:
     """The inventory reports of an Alexa event: its header and payload as one flat report
     (InventoryConsumed), or a ChangeReport's changed and context properties."""
-    event = _object(document, "event")
-    header = _object(event, "header")
-    payload = _object(event, "payload")
+    event = json_nested_object(document, "event")
+    header = json_nested_object(event, "header")
+    payload = json_nested_object(event, "payload")
     properties = [
-        *_objects(_object(payload, "change"), "properties"),
-        *_objects(_object(document, "context"), "properties"),
+        *json_object_list(json_nested_object(payload, "change"), "properties"),
+        *json_object_list(json_nested_object(document, "context"), "properties"),
         {**header, **payload},
     ]
     reports = [report for item in properties if (report := _alexa(item, device_id)) is not None]
@@ -196,7 +225,7 @@ def _alexa(document: Mapping[str, Any], device_id: str) -> ReorderReport | None:
     slot = json_str(document, "instance")
     if not slot:
         raise DecodeError(f"{key[0]}.{key[1]} has no instance (the slot)")
-    measure = _object(document, "value" if kind == "level" else "usage")
+    measure = json_nested_object(document, "value" if kind == "level" else "usage")
     level, unit = _alexa_measure(measure)
     return ReorderReport(
         device_id=device_id,
@@ -256,7 +285,7 @@ def _replacement_gtins(document: Mapping[str, Any]) -> tuple[str, ...] | None:
     if products is None:
         return None
     gtins: list[str] = []
-    for product in _objects(document, "replacementProductList"):
+    for product in json_object_list(document, "replacementProductList"):
         kind = _enum_key(product.get("productIdentifierType"))
         value = json_str(product, "productIdentifierValue") or ""
         if kind in _MATTER_GTIN_TYPES:
@@ -302,25 +331,6 @@ def _quantity(document: Mapping[str, Any], key: str) -> float | None:
     value = json_number(document, key)
     if value is not None and value < 0:
         raise DecodeError(f"{key} {value} is negative")
-    return value
-
-
-def _object(document: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    """``document[key]`` as an object; absent or null is an empty one."""
-    value = document.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise DecodeError(f"{key} must be an object, got {json_type(value)}")
-    return value
-
-
-def _objects(document: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
-    value = document.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        raise DecodeError(f"{key} must be a list of objects")
     return value
 
 

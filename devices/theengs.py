@@ -9,6 +9,13 @@ identity here as from ESPresense or the local radio.
 
 Raw hex and device names are never copied into ``beacon``: both often embed the address
 (Xiaomi and Qingping service data carry it; ATC firmware names carry half of it).
+
+A raw field that cannot be read (not hex, a beacon layout gone wrong) drops the message only
+when nothing else in it can be read: when the gateway decoded the device itself (``model_id``
+and its values) or another raw field gives a frame, the sighting stands on those and names
+the bad field in ``raw_errors`` with the reason (never its content). Theengs Decoder's own
+tests feed it service data with placeholder digits (``8816xxxxxxxxxxxx0104f400...``) that
+it still decodes.
 """
 
 from __future__ import annotations
@@ -23,14 +30,13 @@ from devices.ble import (
     build_frame,
     find_mac,
     frame_from_advertisement,
-    json_number,
-    json_object,
-    json_str,
-    json_type,
     uuid_text,
 )
+from devices.jsonfields import json_number, json_object, json_str, json_type
 from devices.model import Message, Observation, Sighting, normalize_mac
 from lantern.errors import DecodeError
+
+__all__ = ["parse"]
 
 _BLE_LEVEL = "BTtoMQTT"
 _UNDECODED_LEVEL = "undecoded"
@@ -73,7 +79,10 @@ def parse(message: Message) -> list[Observation] | None:
     rssi = json_number(document, "rssi")
     if rssi is None:
         raise DecodeError("Theengs BLE message has no rssi")
-    frame = _raw_frame(document) or _decoded_frame(document)
+    raw_frame, raw_errors = _raw_frame(document)
+    if raw_errors and raw_frame is None and not _decoded_by_gateway(document):
+        raise DecodeError(next(iter(raw_errors.values())))
+    frame = raw_frame or _decoded_frame(document)
     frame_fields = frame.fields() if frame is not None else None
     return [
         Sighting(
@@ -84,8 +93,9 @@ def parse(message: Message) -> list[Observation] | None:
             mac_random=_mac_random(document),
             rssi=rssi,
             distance_m=json_number(document, "distance"),
-            tx_power=frame_fields.get("tx_power_1m") if frame_fields is not None else None,
+            tx_power=frame.measured_power_1m() if frame is not None else None,
             beacon=frame_fields if frame_fields is not None else _sensor_values(document),
+            raw_errors=raw_errors or None,
         )
     ]
 
@@ -123,25 +133,52 @@ def _hex_bytes(document: Mapping[str, Any], key: str) -> bytes | None:
     try:
         return bytes.fromhex(text)
     except ValueError:
-        raise DecodeError(f"{key} is not hex: {text[:40]!r}") from None
+        # Not quoted: the reason may be kept with the sighting, and raw data embeds addresses.
+        raise DecodeError(f"{key} is not hex") from None
 
 
-def _raw_frame(document: Mapping[str, Any]) -> BeaconFrame | None:
-    manufacturer_data: dict[int, bytes] = {}
-    service_data: dict[str, bytes] = {}
+def _raw_frame(document: Mapping[str, Any]) -> tuple[BeaconFrame | None, dict[str, str]]:
+    """The beacon frame of the raw fields, and each raw field that could not be read, why.
+
+    As in an advertisement, a frame with an identity wins over one without.
+    """
+    frames: list[BeaconFrame] = []
+    errors: dict[str, str] = {}
+    for key, read in (("manufacturerdata", _manufacturer_frame), ("servicedata", _service_frame)):
+        try:
+            frame = read(document)
+        except DecodeError as exc:
+            errors[key] = exc.reason
+            continue
+        if frame is not None:
+            frames.append(frame)
+    with_identity = next((frame for frame in frames if frame.identity() is not None), None)
+    return with_identity or next(iter(frames), None), errors
+
+
+def _manufacturer_frame(document: Mapping[str, Any]) -> BeaconFrame | None:
     manufacturer = _hex_bytes(document, "manufacturerdata")
-    if manufacturer is not None:
-        if len(manufacturer) < _COMPANY_ID_BYTES:
-            raise DecodeError("manufacturerdata is shorter than its company id")
-        company_id = int.from_bytes(manufacturer[:_COMPANY_ID_BYTES], "little")
-        manufacturer_data[company_id] = manufacturer[_COMPANY_ID_BYTES:]
+    if manufacturer is None:
+        return None
+    if len(manufacturer) < _COMPANY_ID_BYTES:
+        raise DecodeError("manufacturerdata is shorter than its company id")
+    company_id = int.from_bytes(manufacturer[:_COMPANY_ID_BYTES], "little")
+    return frame_from_advertisement({company_id: manufacturer[_COMPANY_ID_BYTES:]}, {})
+
+
+def _service_frame(document: Mapping[str, Any]) -> BeaconFrame | None:
     service = _hex_bytes(document, "servicedata")
-    if service is not None:
-        service_uuid = json_str(document, "servicedatauuid")
-        if not service_uuid:
-            raise DecodeError("servicedata has no servicedatauuid")
-        service_data[service_uuid] = service
-    return frame_from_advertisement(manufacturer_data, service_data)
+    if service is None:
+        return None
+    service_uuid = json_str(document, "servicedatauuid")
+    if not service_uuid:
+        raise DecodeError("servicedata has no servicedatauuid")
+    return frame_from_advertisement({}, {service_uuid: service})
+
+
+def _decoded_by_gateway(document: Mapping[str, Any]) -> bool:
+    """Whether the gateway recognised the device and published its decoded fields."""
+    return isinstance(document.get("model_id"), str)
 
 
 def _decoded_frame(document: Mapping[str, Any]) -> BeaconFrame | None:
@@ -165,7 +202,7 @@ def _decoded_frame(document: Mapping[str, Any]) -> BeaconFrame | None:
 
 def _sensor_values(document: Mapping[str, Any]) -> dict[str, Any] | None:
     """What a recognised device reported (``tempc``, ``batt``...), free of addresses."""
-    if not isinstance(document.get("model_id"), str):
+    if not _decoded_by_gateway(document):
         return None
     return {
         "format": _SENSOR_FORMAT,

@@ -28,18 +28,19 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
-from devices.barcode import json_time
-from devices.ble import (
-    BeaconFrame,
-    find_mac,
+from devices.ble import BeaconFrame, find_mac, parse_advertisement
+from devices.jsonfields import (
+    json_nested_object,
     json_number,
     json_object,
+    json_object_list,
     json_str,
-    json_type,
-    parse_advertisement,
+    json_time,
 )
 from devices.model import Message, Observation, Sighting, normalize_mac
 from lantern.errors import DecodeError
+
+__all__ = ["WifiSighting", "parse", "validate_secret"]
 
 _MERAKI_VERSIONS = frozenset({"3.0", "3"})  # v2 posts are per AP, not per client: not read
 _MERAKI_TECHNOLOGIES: Mapping[str, Literal["ble", "wifi"]] = {
@@ -141,11 +142,11 @@ def _meraki(document: Mapping[str, Any], device_id: str) -> list[Observation]:
     technology = _MERAKI_TECHNOLOGIES.get(kind)
     if technology is None:
         raise DecodeError(f"Meraki post type {kind[:20]!r} is not WiFi, BLE or Bluetooth")
-    data = _object(document, "data") or {}
+    data = json_nested_object(document, "data")
     ap_names = _reporting_ap_names(data)
     return [
         _meraki_sighting(observation, technology, device_id, ap_names)
-        for observation in _objects(data, "observations")
+        for observation in json_object_list(data, "observations")
     ]
 
 
@@ -159,10 +160,10 @@ def _meraki_sighting(
     if not client:
         raise DecodeError("Meraki observation has no clientMac")
     mac = normalize_mac(client)
-    latest = _object(observation, "latestRecord") or {}
+    latest = json_nested_object(observation, "latestRecord")
     nearest_ap = json_str(latest, "nearestApMac")
     ap_mac = normalize_mac(nearest_ap) if nearest_ap else None
-    location = _latest_location(_objects(observation, "locations"))
+    location = _latest_location(json_object_list(observation, "locations"))
     frame = _ble_frame(observation) if technology == "ble" else None
     frame_fields = frame.fields() if frame is not None else None
     scanner = (ap_names.get(ap_mac) if ap_mac else None) or _named(location.tags or "")[0]
@@ -174,7 +175,7 @@ def _meraki_sighting(
         mac=mac,
         mac_random=_locally_administered(mac) if technology == "wifi" else None,
         rssi=_number(latest, "nearestApRssi"),
-        tx_power=frame_fields.get("tx_power_1m") if frame_fields is not None else None,
+        tx_power=frame.measured_power_1m() if frame is not None else None,
         position=location.position,
         beacon=frame_fields,
         technology=technology,
@@ -186,7 +187,7 @@ def _meraki_sighting(
 def _reporting_ap_names(data: Mapping[str, Any]) -> dict[str, str]:
     """AP address -> its name, else its tags, for the APs a Bluetooth post lists."""
     names: dict[str, str] = {}
-    for ap in _objects(data, "reportingAps"):
+    for ap in json_object_list(data, "reportingAps"):
         address = json_str(ap, "mac")
         name = _named(json_str(ap, "name") or "")[0] or _named(_tags(ap, "tags") or "")[0]
         if address and name:
@@ -227,7 +228,7 @@ def _tags(document: Mapping[str, Any], key: str) -> str | None:
 def _ble_frame(observation: Mapping[str, Any]) -> BeaconFrame | None:
     """The beacon frame in a Bluetooth client's raw advertisement data, if any."""
     fallback: BeaconFrame | None = None
-    for beacon in _objects(observation, "bleBeacons"):
+    for beacon in json_object_list(observation, "bleBeacons"):
         raw = json_str(beacon, "rawData")
         if not raw:
             continue
@@ -257,23 +258,6 @@ def _number(document: Mapping[str, Any], key: str) -> float | None:
     if not math.isfinite(number):
         raise DecodeError(f"{key} is out of range: {value[:20]!r}")
     return number
-
-
-def _object(document: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
-    value = document.get(key)
-    if value is None or isinstance(value, dict):
-        return value
-    raise DecodeError(f"{key} must be an object, got {json_type(value)}")
-
-
-def _objects(document: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
-    """``document[key]`` as a list of objects; absent or null is an empty list."""
-    value = document.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        raise DecodeError(f"{key} must be a list of objects")
-    return value
 
 
 def _locally_administered(mac: str) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from devices.health import Inventory
-from devices.registry import expected_intervals, slot_configs
+from devices.registry import slot_configs
 from gateway.config import Settings
 from gateway.events import EventFactory, IdGenerator
 from gateway.pipeline import DedupWindow, Pipeline
@@ -57,7 +57,7 @@ def build(
     )
     store = StoreContext(id=settings.store_id, name=settings.store_id, timezone=settings.timezone)
     engine = RuleEngine(rules, store, trace_capacity or settings.rules.trace_capacity)
-    health = HealthStage(Inventory(expected_intervals(settings.devices)))
+    health = HealthStage(Inventory.from_registry(settings.devices))
     reorder = ReorderStage(slot_configs(settings.devices))
     presence_stage = PresenceStage(presence)
     rules_stage = RulesStage(engine, presence, events, on_action)

@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from devices.registry import DeviceSpec
+from devices.registry import DeviceSpec, beacon_names
 from lantern.errors import ConfigError
 from rules.presence import PresenceSettings
 from rules.zones import AudienceSpec, ZoneSpec
@@ -214,6 +214,12 @@ class Settings(BaseSettings):
         if duplicated := sorted({entry_id for entry_id in ids if ids.count(entry_id) > 1}):
             raise ValueError(f"id listed twice: {', '.join(duplicated)}")
         return entries
+
+    @field_validator("devices")
+    @classmethod
+    def _beacons_named_once(cls, devices: tuple[DeviceSpec, ...]) -> tuple[DeviceSpec, ...]:
+        beacon_names(devices)  # raises, naming the beacon and both devices
+        return devices
 
     @field_validator("timezone")
     @classmethod

@@ -7,7 +7,12 @@ pseudonym all day and an unlinkable one the next day; without the secret, a pseu
 reversed by trying all 2^48 addresses.
 
 Decoders put raw addresses only in fields whose name ends in ``mac`` (devices/model.py); this
-module replaces exactly those, wherever they sit in an observation.
+module replaces those, wherever they sit in an observation. The topic levels a decoder copies
+into an observation (``device_id``, and a sighting's ``scanner``) are not addresses by design,
+but a device may publish under its own (``lantern/{store}/scanner/AA:BB:CC:DD:EE:FF``): every
+MAC-shaped token in them becomes the same pseudonym as that address in a payload, so no raw
+address reaches an event's source or subject, the inventory or the status page. A UUID is not
+an address although its last group has the shape of one, and is kept.
 """
 
 from __future__ import annotations
@@ -65,10 +70,21 @@ _MAC_IN_TEXT = re.compile(
     r"|[0-9A-Fa-f]{12})(?![0-9A-Fa-f])"
 )
 
+_UUID_IN_TEXT = re.compile(
+    r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+)
+# The observation fields a decoder fills from topic levels (devices/model.py).
+_TOPIC_LEVEL_FIELDS = ("device_id", "scanner")
+
 _LOCALLY_ADMINISTERED_BIT = 0x02  # marks an address no vendor assigned
 _MULTICAST_BIT = 0x01
 
 _Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _bare(mac_text: str) -> str:
+    """An address as :func:`devices.model.normalize_mac` gives it (12 lowercase hex digits)."""
+    return re.sub("[:-]", "", mac_text).lower()
 
 
 class Pseudonymizer:
@@ -77,6 +93,10 @@ class Pseudonymizer:
         self._day: date | None = None
         self._key = b""
         self._cache: dict[str, str] = {}
+        # Topic levels are few (a store's devices) and repeat in every message: scrubbed once
+        # a day each rather than by two regular expressions per observation.
+        self._levels: dict[str, str] = {}
+        self._levels_day: date | None = None
 
     def pseudonym(self, mac: str, at: datetime) -> str:
         """The pseudonym of a normalised MAC (12 lowercase hex digits) on ``at``'s day."""
@@ -98,19 +118,43 @@ class Pseudonymizer:
         return pseudonym
 
     def apply(self, observation: _Model, at: datetime) -> _Model:
-        """The observation with every ``*mac`` field replaced by its pseudonym."""
+        """The observation with every ``*mac`` field replaced by its pseudonym, and every
+        address in a field taken from a topic level too."""
         updates = {
             name: self._replace(value, at)
             for name in _address_fields(type(observation))
             if (value := getattr(observation, name)) is not None
         }
+        for name in _TOPIC_LEVEL_FIELDS:
+            level = getattr(observation, name, None)
+            if isinstance(level, str) and (private := self.scrub_level(level, at)) != level:
+                updates[name] = private
         return observation.model_copy(update=updates) if updates else observation
+
+    def scrub_level(self, level: str, at: datetime) -> str:
+        """A topic level (a device's name) with every address in it pseudonymised; UUIDs kept."""
+        day = at.date()
+        if day != self._levels_day:
+            self._levels_day = day
+            self._levels.clear()
+        private = self._levels.get(level)
+        if private is None:
+            uuids = [match.span() for match in _UUID_IN_TEXT.finditer(level)]
+
+            def pseudonymised(match: re.Match[str]) -> str:
+                if any(start <= match.start() < end for start, end in uuids):
+                    return match[0]
+                return self.pseudonym(_bare(match[0]), at)
+
+            private = _MAC_IN_TEXT.sub(pseudonymised, level)
+            if len(self._levels) >= _MAX_CACHED:
+                self._levels.clear()
+            self._levels[level] = private
+        return private
 
     def scrub(self, text: str, at: datetime) -> str:
         """Free text (a dead letter's payload) with every MAC-shaped token pseudonymised."""
-        return _MAC_IN_TEXT.sub(
-            lambda match: self.pseudonym(re.sub("[:-]", "", match[0]).lower(), at), text
-        )
+        return _MAC_IN_TEXT.sub(lambda match: self.pseudonym(_bare(match[0]), at), text)
 
     def scrub_mac_shaped(self, text: str, at: datetime) -> str:
         """Free text with every MAC replaced by a MAC-shaped pseudonym (a locally administered
@@ -118,7 +162,7 @@ class Pseudonymizer:
         return _MAC_IN_TEXT.sub(lambda match: self._mac_shaped(match[0], at), text)
 
     def _mac_shaped(self, mac_text: str, at: datetime) -> str:
-        digest = self.pseudonym(re.sub("[:-]", "", mac_text).lower(), at)[len(PSEUDONYM_PREFIX) :]
+        digest = self.pseudonym(_bare(mac_text), at)[len(PSEUDONYM_PREFIX) :]
         first = (int(digest[:2], 16) | _LOCALLY_ADMINISTERED_BIT) & ~_MULTICAST_BIT
         shaped = f"{first:02x}{digest[2:12]}"
         separator = next((char for char in mac_text if char in ":-"), "")

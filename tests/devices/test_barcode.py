@@ -214,8 +214,9 @@ def test_broken_gs1_data_or_json_is_a_decode_error(payload: bytes) -> None:
         st.from_regex(r"\A(\][A-Za-z][0-9])?[0-9\x1d]{0,40}\Z").map(str.encode),
         st.from_regex(r"\A\]E[0-4][0-9]{0,20}\Z").map(str.encode),
         st.from_regex(
-            r"\A(\]Q[13])?(?i:https?)://id\.gs1\.org/0[012]/[0-9]{0,20}(/[0-9]{2,4}/[A-Z0-9]{0,8})?"
-            r"(\?[0-9]{2}=[0-9]{0,8})?\Z"
+            r"\A(\][QJ][013])?(?i:https?)://id\.gs1\.org(/(faux|0[01]|x)){0,2}/0[012]/[0-9]{0,20}"
+            r"(/[0-9]{2,4}/[A-Z0-9]{0,8})?(\?[0-9]{2,3}=[0-9]{0,8}(&[0-9a-z]{0,3}=?[0-9]{0,4})*)?"
+            r"(#[a-z]{0,3})?\Z"
         ).map(str.encode),
         st.builds(
             lambda code, time: f'{{"code": {code!r}, "time": {time!r}}}'.replace("'", '"').encode(),
@@ -227,3 +228,77 @@ def test_broken_gs1_data_or_json_is_a_decode_error(payload: bytes) -> None:
 def test_fuzz_only_decode_errors_escape(payload: bytes) -> None:
     with contextlib.suppress(DecodeError):
         barcode.parse(message(payload))
+
+
+# --- GS1 Digital Link and DotCode against GS1's own syntax engine ---------------------------
+
+DIGITAL_LINKS = load_json("gs1_digital_link.json")
+GS = "\x1d"
+
+
+@pytest.mark.parametrize("case", DIGITAL_LINKS, ids=[case["uri"] for case in DIGITAL_LINKS])
+def test_digital_link_agrees_with_the_gs1_syntax_engine(case: dict[str, Any]) -> None:
+    """The engine's expected element string (``^`` is FNC1), read as GS1 DataMatrix, carries
+    the AIs the link does; a link the engine refuses is a decode error."""
+    if case["element_string"] is None:
+        with pytest.raises(DecodeError):
+            read(case["uri"])
+        return
+    element_string = "]d2" + case["element_string"][1:].replace("^", GS)
+
+    assert read(case["uri"]).ai == read(element_string).ai
+
+
+@pytest.mark.parametrize(
+    ("uri", "reason"),
+    [
+        (
+            "https://id.gs1.org/01/09520123456788?01=12312312312333",
+            "GS1 Digital Link repeats AI (01)",
+        ),
+        ("https://id.gs1.org/01/09520123456788/10/A?10=A", "GS1 Digital Link repeats AI (10)"),
+        ("https://a/01/12312312312333?99=", "GS1 Digital Link AI (99) has an empty value"),
+        (
+            "https://a/01/12312312312333?99=ABC&999=faux",
+            "GS1 Digital Link query names no AI: '999'",
+        ),
+        ("https://a/stem/00/x/", "GS1 Digital Link path ends in no primary key and its value"),
+    ],
+)
+def test_digital_link_refusals_say_why(uri: str, reason: str) -> None:
+    with pytest.raises(DecodeError) as caught:
+        read(uri)
+    assert caught.value.reason == reason
+
+
+def test_a_key_like_stem_does_not_hide_the_primary_key() -> None:
+    scan = read("https://a/00/faux/00/006141411234567890")
+    assert dict(scan.ai) == {"00": "006141411234567890"}
+
+
+@pytest.mark.parametrize(
+    ("code", "symbology", "gtin", "ai"),
+    [
+        # GS1 DotCode (]J1) carries element strings as GS1 DataMatrix (]d2) does: the data of
+        # gs1-syntax-engine's test "^011231231231233310ABC123^99TESTING".
+        (
+            f"]J1011231231231233310ABC123{GS}99TESTING",
+            "GS1 DotCode",
+            "12312312312333",
+            {"01": "12312312312333", "10": "ABC123", "99": "TESTING"},
+        ),
+        # Plain DotCode (]J0) is plain data, as Data Matrix ]d1 is, but a Digital Link in it
+        # is still one.
+        ("]J0TESTING", "DotCode", None, {}),
+        (f"]J0{DIGITAL_LINK}", "DotCode", "09506000134352", DIGITAL_LINK_AI),
+    ],
+)
+def test_dotcode(code: str, symbology: str, gtin: str | None, ai: dict[str, str]) -> None:
+    scan = read(code)
+    assert (scan.symbology, scan.gtin, dict(scan.ai)) == (symbology, gtin, ai)
+
+
+@pytest.mark.parametrize("code", ["]J", "]JX12"])
+def test_a_dotcode_identifier_without_its_modifier_digit_is_refused(code: str) -> None:
+    with pytest.raises(DecodeError, match="bad symbology identifier"):
+        read(code)

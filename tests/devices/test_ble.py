@@ -13,6 +13,7 @@ from devices.ble import (
     build_frame,
     find_mac,
     frame_from_advertisement,
+    measured_power,
     parse_advertisement,
     parse_manufacturer_data,
     parse_service_data,
@@ -76,6 +77,45 @@ def test_altbeacon_reference_vector() -> None:
         "reserved": 9,
     }
     assert frame.identity() == "altbeacon:2f234454-cf6d-4a0f-adf2-f4911ba9ffa6-1-2"
+
+
+@pytest.mark.parametrize(
+    ("adv_hex", "reserved"),
+    [
+        # AltBeaconParserTest.testRecognizeBeacon: the manufacturer byte 9, a 0 after it.
+        ("02011a1bff1801beac2f234454cf6d4a0fadf2f4911ba9ffa600010002c50900", 9),
+        # AltBeaconParserTest.testParsesBeaconMissingDataField: 23 data bytes, no reserved
+        # byte; the library parses it (its data field reads 0), and so does Lantern.
+        ("02011a1aff1801beac2f234454cf6d4a0fadf2f4911ba9ffa600010002c5000000", None),
+    ],
+)
+def test_altbeacon_as_the_reference_android_library_parses_it(
+    adv_hex: str, reserved: int | None
+) -> None:
+    frame = parse_advertisement(bytes.fromhex(adv_hex)).frame
+
+    assert isinstance(frame, AltBeaconFrame)
+    assert (frame.id1, frame.id2, frame.id3) == ("2f234454-cf6d-4a0f-adf2-f4911ba9ffa6", 1, 2)
+    assert (frame.tx_power_1m, frame.manufacturer, frame.reserved) == (-59, 0x0118, reserved)
+    assert frame.measured_power_1m() == -59
+
+
+# Theengs Decoder tests/BLE/test_ble.cpp, manufacturer data "NRF51822": its measured-power byte
+# is 0x1a, which Theengs decodes as "volt": 2.6.
+NRF51822_IBEACON = bytes.fromhex("0215fda50693a4e24fb1afcfc6eb07647825000100021a")
+
+
+def test_a_positive_measured_power_byte_is_kept_but_is_no_measured_power() -> None:
+    frame = parse_manufacturer_data(0x004C, NRF51822_IBEACON)
+
+    assert isinstance(frame, IBeaconFrame)
+    assert frame.tx_power_1m == 26  # as sent
+    assert frame.measured_power_1m() is None  # the distance model uses its configured power
+
+
+@pytest.mark.parametrize(("byte", "expected"), [(-59, -59), (-1, -1), (0, None), (26, None)])
+def test_measured_power(byte: int, expected: int | None) -> None:
+    assert measured_power(byte) == expected
 
 
 def test_eddystone_eid_reference_vector() -> None:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from devices import espresense
 from devices.ble import find_mac
+from devices.health import Inventory
 from devices.model import DeviceStatus, Message, Sighting, Telemetry
 from lantern.errors import DecodeError
 from tests.fixture_files import load_jsonl
@@ -143,6 +144,14 @@ def test_id_from_topic_when_payload_has_none() -> None:
     assert observations[0].identity == "ibeacon:426c7565-4368-6172-6d42-6561636f6e73-3838-4949"
 
 
+@pytest.mark.parametrize(("rssi_at_1m", "tx_power"), [(-59, -59), (26, None), (None, None)])
+def test_a_calibrated_power_of_zero_or_above_is_no_measured_power(
+    rssi_at_1m: int | None, tx_power: int | None
+) -> None:
+    extra = {} if rssi_at_1m is None else {"rssi@1m": rssi_at_1m}
+    assert sighting_of(IBEACON_ID, **extra).tx_power == tx_power
+
+
 @pytest.mark.parametrize(
     ("payload", "online"), [("online", True), ("offline", False), (" ONLINE\n", True)]
 )
@@ -152,14 +161,78 @@ def test_room_status(payload: str, online: bool) -> None:
     assert observations == [DeviceStatus(device_id="office", online=online)]
 
 
-def test_room_telemetry() -> None:
-    payload = {"ip": "192.168.1.40", "uptime": 3600, "firm": "esp32", "rssi": -61, "ver": "v3.3.0"}
+# What ESPresense publishes on its telemetry topic (src/main.cpp sendTelemetry, and mV / batt /
+# charging from src/Battery.cpp when a battery is wired), with values of a live scanner.
+TELEMETRY = {
+    "ip": "192.168.1.40",
+    "uptime": 3600,
+    "firm": "esp32",
+    "rssi": -61,
+    "mV": 4012,
+    "batt": 87,
+    "charging": "OFF",
+    "ver": "v4.0.1",
+    "adverts": 120,
+    "seen": 8,
+    "reported": 8,
+    "freeHeap": 118432,
+    "maxHeap": 65524,
+    "fingerprints": 9,
+    "scanStack": 1024,
+    "loopStack": 2048,
+    "bleStack": 900,
+}
+TELEMETRY_HEALTH = {
+    "uptime_s": 3600,
+    "firmware": "v4.0.1",
+    "wifi_rssi_dbm": -61,
+    "free_heap_bytes": 118432,
+    "battery_mv": 4012,
+    "battery_pct": 87,
+}
 
+
+def test_room_telemetry_gives_health_under_the_inventorys_names() -> None:
     observations = espresense.parse(
-        message("espresense/rooms/office/telemetry", payload, room="office")
+        message("espresense/rooms/office/telemetry", TELEMETRY, room="office")
     )
 
-    assert observations == [Telemetry(device_id="office", values=payload)]
+    assert observations is not None
+    (telemetry,) = observations
+    assert isinstance(telemetry, Telemetry)
+    assert telemetry.device_id == "office"
+    renamed = {"uptime", "ver", "rssi", "freeHeap", "mV", "batt"}
+    assert (
+        telemetry.values
+        == {key: value for key, value in TELEMETRY.items() if key not in renamed} | TELEMETRY_HEALTH
+    )
+
+
+def test_room_telemetry_reaches_the_scanners_health() -> None:
+    inventory = Inventory()
+    observations = espresense.parse(message("espresense/rooms/office/telemetry", TELEMETRY))
+    inventory.observe(observations or [], RECEIVED_AT)
+
+    (record,) = inventory.devices()
+    assert (record.device_id, dict(record.health)) == ("office", TELEMETRY_HEALTH)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"uptime": "1h"}, "uptime must be a number, got a string"),
+        ({"ver": 4}, "ver must be a string, got a number"),
+        ({"freeHeap": None}, None),
+    ],
+)
+def test_room_telemetry_values_are_checked(change: dict[str, Any], reason: str | None) -> None:
+    payload = message("espresense/rooms/office/telemetry", TELEMETRY | change)
+    if reason is None:
+        assert espresense.parse(payload) is not None
+        return
+    with pytest.raises(DecodeError) as caught:
+        espresense.parse(payload)
+    assert caught.value.reason == reason
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,10 @@
+import json
 from datetime import UTC, datetime, timedelta
 
+from devices import theengs
 from devices.health import Inventory
-from devices.model import DeviceStatus, Sighting, Telemetry
+from devices.model import DeviceStatus, Message, Sighting, Telemetry
+from devices.registry import DeviceSpec
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 
@@ -56,3 +59,65 @@ def test_a_tlm_beacon_updates_its_own_health_not_the_scanners() -> None:
     assert inventory.tick(T0 + timedelta(days=1)) == [
         DeviceStatus(device_id="office", online=False)
     ]
+
+
+# --- beacons the registry names ----------------------------------------------------------
+
+# beacontools tests/test_parser.py: an Eddystone-UID and an Eddystone-TLM frame, relayed as
+# Theengs Gateway publishes service data, both from one beacon's address (as a daily
+# pseudonym would stand there once the gateway has replaced it).
+SHELF_TAG = "eddystone:12345678901234678901-000000000001"
+UID_SERVICE_DATA = "00e3123456789012346789010000000000010000"
+TLM_SERVICE_DATA = "20000b1813000000146700002ac4"
+TLM_HEALTH = {"battery_mv": 2840, "temperature_c": 19.0, "uptime_s": 1094.8}
+
+
+def beacon_sighting(service_data: str, address: str = "0a1b2c3d4e5f") -> Sighting:
+    payload = {"id": address, "rssi": -70, "servicedata": service_data, "servicedatauuid": "feaa"}
+    message = Message("home/gw1/BTtoMQTT/undecoded", json.dumps(payload).encode(), T0)
+    (sighting,) = theengs.parse(message) or []
+    assert isinstance(sighting, Sighting)
+    return sighting
+
+
+def registry(**tag: object) -> list[DeviceSpec]:
+    return [
+        DeviceSpec(id="gw1", expected_interval_s=None),
+        DeviceSpec.model_validate({"id": "shelf-tag-12", "beacon": SHELF_TAG, **tag}),
+    ]
+
+
+def test_a_named_beacons_tlm_battery_shows_under_its_name() -> None:
+    inventory = Inventory.from_registry(registry())
+
+    inventory.observe([beacon_sighting(UID_SERVICE_DATA)], T0)
+    inventory.observe([beacon_sighting(TLM_SERVICE_DATA)], T0 + timedelta(seconds=1))
+
+    records = {record.device_id: record for record in inventory.devices()}
+    assert set(records) == {"gw1", "shelf-tag-12"}  # no record under a pseudonym
+    assert records["shelf-tag-12"].health == TLM_HEALTH
+    assert records["gw1"].health == {}
+
+
+def test_a_named_beacons_silence_is_flagged_under_its_name_and_its_return_too() -> None:
+    inventory = Inventory.from_registry(registry(expected_interval_s=60))
+    inventory.observe([beacon_sighting(UID_SERVICE_DATA)], T0)
+
+    assert inventory.tick(T0 + timedelta(seconds=61)) == [
+        DeviceStatus(device_id="shelf-tag-12", online=False)
+    ]
+    back = inventory.observe([beacon_sighting(UID_SERVICE_DATA)], T0 + timedelta(seconds=90))
+    assert back[0] == DeviceStatus(device_id="shelf-tag-12", online=True)
+
+
+def test_telemetry_from_another_address_is_not_the_named_beacons() -> None:
+    inventory = Inventory.from_registry(registry())
+    inventory.observe([beacon_sighting(UID_SERVICE_DATA)], T0)
+    # The beacon's address changed (a new day's pseudonym): the old one no longer maps to it,
+    # and telemetry from a stranger's address stays under that address.
+    inventory.observe([beacon_sighting(UID_SERVICE_DATA, "0a1b2c3d4e60")], T0)
+    inventory.observe([beacon_sighting(TLM_SERVICE_DATA, "0a1b2c3d4e5f")], T0)
+
+    records = {record.device_id: record for record in inventory.devices()}
+    assert records["shelf-tag-12"].health == {}
+    assert records["0a1b2c3d4e5f"].health == TLM_HEALTH

@@ -357,6 +357,16 @@ def test_plain_level_without_unit() -> None:
     assert report_of({"slot": "pods", "level": 3}).unit is None
 
 
+def test_plain_level_with_the_slots_capacity_and_product() -> None:
+    """What Lantern's consumables firmware stub sends (firmware_stubs/micropython/consumables)."""
+    result = report_of(
+        {"slot": "pods", "level": 12, "unit": "count", "capacity": 40, "gtin": "7612100055557"}
+    )
+
+    assert (result.level, result.capacity) == (12.0, 40.0)
+    assert result.replacement_gtins == ("07612100055557",)
+
+
 @pytest.mark.parametrize("unit", ["percent", "Percent", "%"])
 def test_plain_percentage_up_to_100(unit: str) -> None:
     assert report_of({"slot": "toner", "level": 100, "unit": unit}).level == 100.0
@@ -519,6 +529,12 @@ def alexa_level(**changes: Any) -> dict[str, Any]:
         ({"slot": "pods", "level": True}, "level must be a number, got a boolean"),
         ({"slot": "pods", "level": 5, "unit": 1}, "unit must be a string, got a number"),
         ({"slot": "pods", "level": 5, "time": "now"}, "time is not an RFC 3339 time: 'now'"),
+        ({"slot": "pods", "level": 5, "capacity": -1}, "capacity -1.0 is negative"),
+        ({"slot": "pods", "level": 5, "gtin": "7612100055558"}, "check digit: expected 7, got 8"),
+        (
+            {"slot": "pods", "level": 5, "gtin": 7612100055557},
+            "gtin must be a string, got a number",
+        ),
     ],
 )
 def test_broken_reports_say_why(payload: bytes | dict[str, Any], reason: str) -> None:
@@ -1087,6 +1103,8 @@ _PLAIN_FIELDS: dict[str, list[Any]] = {
     "usage": [0.5, 3, -1],
     "unit": ["count", "Percent", "%", "LITER"],
     "time": _TIMES,
+    "capacity": [40, 0.5, -1],
+    "gtin": ["07612100055557", "7612100055557", "123", "x"],
 }
 _PLAIN = st.one_of(
     _object({"slot": "pods", "level": 5, "unit": "count"}, _PLAIN_FIELDS, changes=3),

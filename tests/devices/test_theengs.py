@@ -119,6 +119,104 @@ def test_decoded_ibeacon_reporting_voltage_instead_of_power() -> None:
     assert "tx_power_1m" not in result.beacon
 
 
+def test_a_positive_measured_power_byte_gives_no_tx_power() -> None:
+    """Theengs Decoder tests/BLE/test_ble.cpp "NRF51822": the byte after the minor is 0x1a,
+    which Theengs reports as ``volt`` 2.6; it is kept in the frame as sent, and the distance
+    model gets no calibrated power from it."""
+    payload = {
+        "id": "AA:BB:CC:DD:EE:02",
+        "rssi": -70,
+        "manufacturerdata": "4c000215fda50693a4e24fb1afcfc6eb07647825000100021a",
+        "brand": "GENERIC",
+        "model": "iBeacon",
+        "model_id": "IBEACON",
+        "type": "BCON",
+        "mfid": "4c00",
+        "uuid": "fda50693a4e24fb1afcfc6eb07647825",
+        "major": 1,
+        "minor": 2,
+        "volt": 2.6,
+    }
+
+    result = sighting(payload, "home/gw1/BTtoMQTT/AABBCCDDEE02")
+
+    assert result.identity == "ibeacon:fda50693-a4e2-4fb1-afcf-c6eb07647825-1-2"
+    assert result.beacon is not None
+    assert result.beacon["tx_power_1m"] == 26
+    assert result.tx_power is None
+
+
+# Theengs Decoder tests/BLE/test_ble.cpp, "Cleargrass round sensor": service data whose address
+# bytes are placeholders (not hex), which Theengs still decodes to the expected values below, as
+# Theengs Gateway publishes them beside the raw field.
+CORRUPT_SERVICE_DATA = {
+    "id": "AA:BB:CC:DD:EE:03",
+    "rssi": -72,
+    "servicedatauuid": "0xfdcd",
+    "servicedata": "8816xxxxxxxxxxxx0104f4003b01020164",
+    "brand": "Xiaomi",
+    "model": "CG_round_v1",
+    "model_id": "CGG1",
+    "tempc": 24.4,
+    "tempf": 75.92,
+    "hum": 31.5,
+    "batt": 100,
+}
+
+
+def test_a_corrupt_raw_field_beside_good_decoded_values_keeps_the_sighting() -> None:
+    result = sighting(CORRUPT_SERVICE_DATA, "home/gw1/BTtoMQTT/AABBCCDDEE03")
+
+    assert result.mac == "aabbccddee03"
+    raw_fields = ("id", "rssi", "servicedatauuid", "servicedata")
+    assert result.beacon == {"format": "theengs"} | {
+        key: value for key, value in CORRUPT_SERVICE_DATA.items() if key not in raw_fields
+    }
+    assert result.raw_errors == {"servicedata": "servicedata is not hex"}
+    assert "xxxx" not in json.dumps(result.event_data())  # the raw content is not kept
+
+
+@pytest.mark.parametrize(
+    ("manufacturerdata", "reason"),
+    [
+        # The fixture iBeacon's data cut by one digit, as a relay that truncates a buffer.
+        (
+            "4c000215426c7565436861726d426561636f6e730efe1355c",
+            "manufacturerdata is not hex",
+        ),
+        ("4c000215426c7565436861726d42", "iBeacon data is 12 bytes, expected 23"),
+    ],
+)
+def test_a_corrupt_manufacturerdata_beside_the_decoded_ibeacon_keeps_its_identity(
+    manufacturerdata: str, reason: str
+) -> None:
+    result = sighting(DECODED_IBEACON | {"manufacturerdata": manufacturerdata})
+
+    assert result.identity == IBEACON_IDENTITY
+    assert result.tx_power == -59
+    assert result.raw_errors == {"manufacturerdata": reason}
+    assert result.event_data()["raw_errors"] == {"manufacturerdata": reason}
+
+
+def test_a_corrupt_raw_field_beside_a_good_one_keeps_the_good_ones_frame() -> None:
+    payload = {
+        "id": "11:22:33:44:55:66",
+        "rssi": -80,
+        "manufacturerdata": "4cz0",
+        "servicedata": EDDYSTONE_UID_HEX,
+        "servicedatauuid": "0xfeaa",
+    }
+
+    result = sighting(payload)
+
+    assert result.identity == "eddystone:12345678901234678901-000000000001"
+    assert result.raw_errors == {"manufacturerdata": "manufacturerdata is not hex"}
+
+
+def test_a_sighting_with_good_raw_fields_notes_nothing() -> None:
+    assert "raw_errors" not in sighting(FIXTURES[0]["payload"]).event_data()
+
+
 def test_eddystone_service_data() -> None:
     payload = {
         "id": "11:22:33:44:55:66",

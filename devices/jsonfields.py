@@ -1,0 +1,132 @@
+"""Reading the JSON payloads of devices: one typed field at a time, every bad value a decode error.
+
+Each helper takes a decoded document and a key and answers the field as the type the decoder
+needs, None (or an empty object or list) when the field is absent or null, and raises
+:class:`DecodeError` naming the key for a value of another type (by its JSON name: ``a
+string``, ``an object``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from devices.model import Message
+from lantern.errors import DecodeError
+
+__all__ = [
+    "json_int",
+    "json_nested_object",
+    "json_number",
+    "json_object",
+    "json_object_list",
+    "json_str",
+    "json_time",
+    "json_type",
+]
+
+_JSON_TYPE_NAMES: Mapping[type, str] = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
+
+
+def json_type(value: object) -> str:
+    """The JSON name of a decoded value's type, for error reasons."""
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _no_constant(name: str) -> float:
+    raise DecodeError(f"{name} is not a JSON number")
+
+
+def json_object(message: Message, what: str) -> dict[str, Any]:
+    """The payload as a JSON object, or a decode error saying why it is not one."""
+    text = message.text()
+    try:
+        # Infinity from an overflowing exponent is caught where a number is read (json_number):
+        # a parse_float hook here would call Python for every number of every message.
+        document = json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise DecodeError(f"{what} is not valid JSON: {exc.msg} at {exc.pos}") from None
+    except (ValueError, RecursionError) as exc:
+        # int() refuses more than 4300 digits; deep nesting exhausts the parser's stack.
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise DecodeError(f"{what} is not valid JSON: {reason[:80]}") from None
+    if not isinstance(document, dict):
+        raise DecodeError(f"{what} must be a JSON object, got {json_type(document)}")
+    return document
+
+
+def json_number(document: Mapping[str, Any], key: str) -> float | None:
+    """``document[key]`` as a float, None when absent or null, a decode error otherwise."""
+    value = document.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DecodeError(f"{key} must be a number, got {json_type(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise DecodeError(f"{key} is out of range") from None
+    if not math.isfinite(number):
+        raise DecodeError(f"{key} is out of range")
+    return number
+
+
+def json_int(document: Mapping[str, Any], key: str) -> int | None:
+    """``document[key]`` rounded to an integer (scanners send dBm as 12.0 or 12 alike)."""
+    value = json_number(document, key)
+    return None if value is None else round(value)
+
+
+def json_str(document: Mapping[str, Any], key: str) -> str | None:
+    """``document[key]`` as a string, None when absent or null, a decode error otherwise."""
+    value = document.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise DecodeError(f"{key} must be a string, got {json_type(value)}")
+
+
+def json_nested_object(document: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """``document[key]`` as an object; absent or null is an empty one."""
+    value = document.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DecodeError(f"{key} must be an object, got {json_type(value)}")
+    return value
+
+
+def json_object_list(document: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    """``document[key]`` as a list of objects; absent or null is an empty list."""
+    value = document.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise DecodeError(f"{key} must be a list of objects")
+    return value
+
+
+def json_time(document: Mapping[str, Any], key: str) -> datetime | None:
+    """``document[key]`` as an aware datetime (RFC 3339), None when absent or null."""
+    value = document.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise DecodeError(f"{key} must be an RFC 3339 time, got {json_type(value)}")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise DecodeError(f"{key} is not an RFC 3339 time: {value[:40]!r}") from None
+    if moment.tzinfo is None:
+        raise DecodeError(f"{key} has no time zone: {value[:40]!r}")
+    return moment

@@ -1,0 +1,1 @@
+"""micropython-lib's ``umqtt`` on CPython (``umqtt.simple``), for the firmware stubs' tests."""
