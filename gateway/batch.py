@@ -10,17 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 __all__ = ["Batch", "DeadLetter", "EventRow", "Inbound"]
 
 _NO_SESSION = 0  # not from a broker: nothing to acknowledge, on no connection
 
 
-@dataclass(frozen=True, slots=True)
-class Inbound:
+class Inbound(NamedTuple):
     """One received message, not yet acknowledged (when it came from a broker at QoS 1).
 
-    Make one with the constructor that says where it came from.
+    Make one with the constructor that says where it came from. A tuple: one is made per
+    message received, and a tuple is the cheapest immutable value Python makes.
     """
 
     topic: str

@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "CONNACK",
@@ -55,9 +56,8 @@ class ProtocolError(ValueError):
     """The broker sent something that is not MQTT as we speak it: the connection must end."""
 
 
-@dataclass(frozen=True, slots=True)
-class Publish:
-    """A PUBLISH from the broker."""
+class Publish(NamedTuple):
+    """A PUBLISH from the broker (a tuple: one is made per message)."""
 
     topic: str
     payload: bytes
@@ -203,20 +203,14 @@ class Reader:
         packets: list[tuple[int, int, bytes]] = []
         position, end = 0, len(buffer)
         while end - position >= 2:
-            first, index = buffer[position], position + 1
-            length, multiplier = 0, 1
-            while True:
-                if index >= end:
-                    length = -1  # the length itself is cut off: wait for more
-                    break
-                byte = buffer[index]
-                index += 1
-                length += (byte & 0x7F) * multiplier
-                if byte < 0x80:
-                    break
-                multiplier <<= 7
-                if multiplier > 1 << 21:
-                    raise ProtocolError("a packet length longer than four bytes")
+            first, length = buffer[position], buffer[position + 1]
+            index = position + 2
+            if length >= 0x80:  # a message of 128 bytes or more: two bytes of length, mostly
+                if index < end and buffer[index] < 0x80:
+                    length = (length & 0x7F) | buffer[index] << 7
+                    index += 1
+                else:
+                    length, index = _remaining_length(buffer, position + 1, end)
             if length < 0 or index + length > end:
                 break
             packets.append((first >> 4, first & 0x0F, bytes(buffer[index : index + length])))
@@ -279,6 +273,21 @@ class Reader:
 
     def disconnect_reason(self, body: bytes) -> int:
         return body[0] if self._v5 and body else 0
+
+
+def _remaining_length(buffer: bytearray, position: int, end: int) -> tuple[int, int]:
+    """A fixed header's remaining length from ``position``; (-1, end) if it is cut off."""
+    length, multiplier = 0, 1
+    while position < end:
+        byte = buffer[position]
+        position += 1
+        length += (byte & 0x7F) * multiplier
+        if byte < 0x80:
+            return length, position
+        multiplier <<= 7
+        if multiplier > 1 << 21:
+            raise ProtocolError("a packet length longer than four bytes")
+    return -1, end
 
 
 def _read_varint(data: bytes, position: int) -> tuple[int, int]:

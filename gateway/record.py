@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -70,7 +69,7 @@ class Recorder:
         self._mqtt = mqtt
 
     def receive(self, inbound: Inbound) -> None:
-        inbound = dataclasses.replace(inbound, topic=_unmirrored(self._store_id, inbound.topic))
+        inbound = inbound._replace(topic=_unmirrored(self._store_id, inbound.topic))
         self._out.write(recording_line(inbound, self._pseudonymizer) + "\n")
         self.lines += 1
         if self._mqtt is not None:
