@@ -1,4 +1,4 @@
-"""The example rules' scenarios as recordings (DESIGN.md's format), one per rule.
+"""The example rules' scenarios as recordings (docs/architecture.md), one per rule.
 
 Each scenario is a few minutes of the demo store (``gateway/examples/store.yaml``) in which
 its rule should fire, and someone for whom it should not: the backtest tests and the

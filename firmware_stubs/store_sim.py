@@ -11,7 +11,7 @@
 
 Deterministic for a seed: :meth:`StoreSimulator.messages` yields ``(seconds, topic, payload)``
 from simulated time alone, so a recording made from it is reproducible. ``python -m
-firmware_stubs.store_sim --record FILE`` writes one in DESIGN.md's recording format.
+firmware_stubs.store_sim --record FILE`` writes one in the recording format (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ class StoreSimulator:
 
 
 def recording_line(at: datetime, topic: str, payload: str) -> str:
-    """One message in DESIGN.md's recording format, published at QoS 1 at ``at`` (UTC)."""
+    """One recording line (docs/architecture.md), published at QoS 1 at ``at`` (UTC)."""
     t = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return json.dumps({"t": t, "topic": topic, "qos": 1, "payload": payload})
 
@@ -187,7 +187,7 @@ def recording_line(at: datetime, topic: str, payload: str) -> str:
 def recording_lines(
     simulator: StoreSimulator, start: datetime, duration_s: float, sightings_per_s: float
 ) -> Iterator[str]:
-    """DESIGN.md's recording format, from simulated time."""
+    """The recording format (docs/architecture.md), from simulated time."""
     for seconds, topic, payload in simulator.messages(sightings_per_s):
         if seconds > duration_s:
             return

@@ -17,8 +17,9 @@ from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-# A big store has about 2,000 devices in range at once (DESIGN.md); ten times that covers a
-# day of distinct visitors per rule while bounding each window to a few MiB on a Pi-class box.
+# A big store has about 2,000 devices in range at once (docs/architecture.md); ten times that
+# covers a day of distinct visitors per rule while bounding each window to a few MiB on a
+# Pi-class box.
 DEFAULT_MAX_KEYS = 20_000
 GLOBAL_KEY = ""  # the one key of a store-wide window
 

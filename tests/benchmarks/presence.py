@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sightings", type=int, default=500_000)
     parser.add_argument("--visitors", type=int, default=10_000)
-    # DESIGN.md: a big store makes 2.5k sightings/s sustained, 10k/s in bursts.
+    # docs/architecture.md: a big store makes 2.5k sightings/s sustained, 10k/s in bursts.
     parser.add_argument("--rate", type=int, default=2_500, help="sightings per simulated second")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
