@@ -7,6 +7,7 @@ check`` reads the folder the same way.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -30,8 +31,8 @@ _Listing = frozenset[tuple[str, int, int]]  # (file name, mtime ns, size) of eac
 def read_rules(directory: Path) -> RuleSet:
     """Every rule file of the folder as one set; RulesInvalid names each bad file and field.
 
-    The files are a few KiB, read in the event loop between batches, which keeps the swap
-    atomic with respect to a batch.
+    Called from a worker thread by the watcher: the rules it returns are new objects, swapped
+    in by the loop.
     """
     if not directory.is_dir():
         raise RulesInvalid([RuleProblem(str(directory), "(folder)", "is not a folder")])
@@ -70,7 +71,7 @@ class RulesWatcher:
             await self._clock.sleep(RULES_POLL_INTERVAL_S)
             if self._listing() == seen:
                 loaded = seen
-                self.reload()
+                await self.reload()
 
     def _listing(self) -> _Listing:
         try:
@@ -82,9 +83,12 @@ class RulesWatcher:
         except OSError:  # the folder itself gone or unreadable: reload says so
             return frozenset()
 
-    def reload(self) -> None:
+    async def reload(self) -> None:
+        """Read and validate the folder in a worker thread (a thousand rules take about a
+        second to compile: ingest goes on meanwhile), then swap the set in the loop, between
+        two batches."""
         try:
-            rules = read_rules(self._directory)
+            rules = await asyncio.to_thread(read_rules, self._directory)
         except RulesInvalid as exc:
             self.error = [str(problem) for problem in exc.problems]
             log.error(

@@ -16,6 +16,7 @@ so the caller can name the field in full.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -37,6 +38,13 @@ def _blank_null(value: Any) -> Any:
 _ENV = ImmutableSandboxedEnvironment(
     undefined=jinja2.StrictUndefined, autoescape=False, finalize=_blank_null
 )
+# Compiling a template costs about a millisecond, and a chain's rules repeat the same topics and
+# payload values: one compilation each (compiled templates are immutable, so shared safely).
+_COMPILED_TEMPLATES = 4096
+_compiled_text = functools.lru_cache(maxsize=_COMPILED_TEMPLATES)(_ENV.from_string)
+_compiled_expression = functools.lru_cache(maxsize=_COMPILED_TEMPLATES)(
+    functools.partial(_ENV.compile_expression, undefined_to_none=False)
+)
 
 
 class ValueTemplate:
@@ -47,7 +55,7 @@ class ValueTemplate:
     def __init__(self, source: str, expression: str) -> None:
         self.source = source
         try:
-            self._expression = _ENV.compile_expression(expression, undefined_to_none=False)
+            self._expression = _compiled_expression(expression)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError("", f"line {exc.lineno}: {exc.message}") from None
 
@@ -89,7 +97,7 @@ class TextTemplate:
     def __init__(self, source: str) -> None:
         self.source = source
         try:
-            self._template = _ENV.from_string(source)
+            self._template = _compiled_text(source)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError("", f"line {exc.lineno}: {exc.message}") from None
 

@@ -359,11 +359,11 @@ def test_a_jinja_syntax_error_gives_its_line() -> None:
     [
         (
             "id: x\n  when: y\n",
-            "r.yaml: (yaml): line 2, column 7: mapping values are not allowed here",
+            "r.yaml: (yaml): line 2, column 7: mapping values are not allowed in this context",
         ),
         (
             "id: x\nwhen: {event: zone.entered\n",
-            "r.yaml: (yaml): line 3, column 1: expected ',' or '}', but got '<stream end>'",
+            "r.yaml: (yaml): line 3, column 1: did not find expected ',' or '}'",
         ),
         ("id: x\nid: y\n", "r.yaml: (yaml): line 2, column 1: key 'id' is given twice"),
         ("- id: x\n", "r.yaml: (yaml): a rule is a mapping (id, when, then...), not a list"),
@@ -395,7 +395,7 @@ def test_every_problem_of_every_file_is_reported_and_nothing_is_loaded() -> None
         RuleProblem(
             "bad.yaml",
             "(yaml)",
-            "line 2, column 1: expected the node content, but found '<stream end>'",
+            "line 2, column 1: did not find expected node content",
         ),
         RuleProblem(
             "two.yaml",
