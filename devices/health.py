@@ -23,6 +23,15 @@ from devices.model import DeviceStatus, Observation, Sighting, Telemetry
 # scanner may idle for hours, so the registry gives those their own (or None: never flagged).
 DEFAULT_EXPECTED_INTERVAL_S = 300.0
 _HEALTH_KEYS = ("battery_mv", "battery_pct", "temperature_c", "firmware", "uptime_s")
+# ESPresense's telemetry names its health its own way (espresense.com, "MQTT topics").
+_ESPRESENSE_HEALTH_KEYS = {
+    "ver": "firmware",
+    "uptime": "uptime_s",
+    "rssi": "wifi_rssi_dbm",
+    "freeHeap": "free_heap_bytes",
+}
+LAST_WILL = "last will"  # an offline device's reason: it (or the broker for it) said so
+SILENT = "silent"  # ... or it sent nothing for longer than its expected interval
 
 
 class DeviceRecord(BaseModel):
@@ -31,6 +40,8 @@ class DeviceRecord(BaseModel):
     device_id: str
     last_seen: datetime
     online: bool = True
+    offline_reason: str | None = None  # LAST_WILL or SILENT while offline
+    expected_interval_s: float | None = None  # silent longer: offline (None: never)
     health: Mapping[str, Any] = {}
 
 
@@ -42,6 +53,7 @@ class _DeviceState:
     last_seen: datetime
     online: bool
     health: dict[str, Any]
+    offline_reason: str | None = None
 
 
 class Inventory:
@@ -60,6 +72,8 @@ class Inventory:
                 device_id=device_id,
                 last_seen=state.last_seen,
                 online=state.online,
+                offline_reason=state.offline_reason,
+                expected_interval_s=self._expected.get(device_id, self._default),
                 health=dict(state.health),
             )
             for device_id, state in sorted(self._devices.items())
@@ -97,6 +111,7 @@ class Inventory:
             silent = interval is not None and now - state.last_seen > timedelta(seconds=interval)
             if state.online and silent:
                 state.online = False
+                state.offline_reason = SILENT
                 flagged.append(DeviceStatus(device_id=device_id, online=False))
         return flagged
 
@@ -105,10 +120,13 @@ class Inventory:
     ) -> bool:
         """Record the device's state; True when it changed (a first sighting is no change)."""
         state = self._devices.get(device_id)
+        reason = None if online else LAST_WILL
         if state is None:
-            self._devices[device_id] = _DeviceState(at, online, dict(health or {}))
+            self._devices[device_id] = _DeviceState(at, online, dict(health or {}), reason)
             return not online
         changed = state.online != online
+        if changed:
+            state.offline_reason = reason
         state.online = online
         state.last_seen = max(at, state.last_seen)
         if health:
@@ -118,7 +136,16 @@ class Inventory:
 
 def _health_of(observation: Observation) -> dict[str, Any]:
     if isinstance(observation, Telemetry):
-        return {key: observation.values[key] for key in _HEALTH_KEYS if key in observation.values}
+        values = observation.values
+        health = {key: values[key] for key in _HEALTH_KEYS if key in values}
+        health.update(
+            {
+                ours: values[theirs]
+                for theirs, ours in _ESPRESENSE_HEALTH_KEYS.items()
+                if theirs in values
+            }
+        )
+        return health
     if isinstance(observation, Sighting) and observation.beacon:
         return {key: observation.beacon[key] for key in _HEALTH_KEYS if key in observation.beacon}
     return {}

@@ -2,11 +2,11 @@
 
 Tasks (each named): ``mqtt`` (connection and reconnects), ``ingest`` (batch and commit),
 ``ingest-ack`` (acknowledge what is durable, in order), ``ingest-tick`` (the time-driven
-stages' clock), ``sink:<name>`` per sink, ``outbox-retention``, ``rules-watch`` and
-``local-ble`` when configured. Stopping (SIGTERM, SIGINT, Ctrl-C in the demo) drains: the
-batch being built is committed and acknowledged, the stages' state for the next start is
-committed, our retained status says ``offline``, and only then is everything cancelled and
-awaited.
+stages' clock), ``sink:<name>`` per sink, ``outbox-retention``, ``web`` (the console when
+enabled), ``rules-watch`` and ``local-ble`` when configured. Stopping (SIGTERM, SIGINT, Ctrl-C
+in the demo) drains: the batch being built is committed and acknowledged, the stages' state
+for the next start is committed, our retained status says ``offline``, and only then is
+everything cancelled and awaited.
 
 The message's path is wired in ``gateway/build.py``; the status page reads the running parts
 through ``gateway/status.py``. Only the CLI imports this module.
@@ -33,7 +33,7 @@ from gateway.outbox import Outbox
 from gateway.pipeline import DedupWindow, Pipeline, Stage
 from gateway.privacy import Pseudonymizer, load_or_create_secret
 from gateway.record import http_mirror_topic
-from gateway.rulesdir import RulesWatcher, read_rules
+from gateway.rulesdir import RulesWatcher, read_rules, store_catalog
 from gateway.sinks.http import HttpSink
 from gateway.sinks.mqtt_actions import MqttActionSink
 from gateway.sources.ble import BleSource
@@ -107,7 +107,9 @@ class Gateway:
             )
             sinks.append(MqttActionSink(outbox, mqtt))
             watcher = (
-                RulesWatcher(settings.rules.dir, wiring.rules.replace_rules, clock)
+                RulesWatcher(
+                    settings.rules.dir, wiring.rules.replace_rules, clock, store_catalog(settings)
+                )
                 if settings.rules.dir is not None
                 else None
             )
@@ -138,7 +140,7 @@ class Gateway:
         directory = self.settings.rules.dir
         if directory is None:
             return RuleSet()
-        rules = read_rules(directory)  # RulesInvalid: the CLI prints each problem
+        rules = read_rules(directory, store_catalog(self.settings))  # RulesInvalid: CLI prints
         log.info("rules loaded from %s: %d rules", directory, len(rules))
         return rules
 
@@ -166,6 +168,8 @@ class Gateway:
             ]
             if watcher is not None:
                 others.append(tasks.create_task(watcher.run(), name="rules-watch"))
+            if self.web is not None:
+                others.append(tasks.create_task(self.web.run(), name="web"))
             if settings.ble.enabled:
                 ble = BleSource(settings.ble, settings.store_id, ingest.receive, self.clock)
                 others.append(tasks.create_task(ble.run(), name="local-ble"))
