@@ -46,8 +46,10 @@ _PREVIEW_BYTES = 240
 # Beacon identities (UUIDs, 32 hex digits) in a dead letter's payload: a technician needs the
 # shape of what failed, not whose phone it was. MAC-shaped text is pseudonymised before the
 # payload is kept at all (gateway/privacy.py).
+# A UUID's last group may already be a pseudonym (it looks like a MAC address), so the first
+# four groups are masked whatever follows them.
 _IDENTITY = re.compile(
-    r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+    r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}(?:-?[0-9a-fA-F]{12})?"
 )
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 # Below these a battery is flagged on the page: a CR2032 beacon is near its end under 2.5 V,

@@ -69,7 +69,7 @@ def _masked(value: Any) -> Any:
     if isinstance(value, dict):
         return {
             key: "***"
-            if any(word in key for word in _SECRET_KEYS) and item is not None
+            if any(word in key for word in _SECRET_KEYS) and isinstance(item, str)
             else _masked(item)
             for key, item in value.items()
         }

@@ -134,9 +134,11 @@ async def test_no_raw_mac_in_the_outbox_the_logs_or_the_http_bodies(
     async with running_gateway(gateway_settings, clock) as gateway:
         await device.send(messages)
         assert gateway.web is not None
-        async with aiohttp.ClientSession() as session:
-            async with session.post(f"{gateway.web.url}/meraki", json=meraki) as response:
-                assert response.status == 200
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{gateway.web.url}/meraki", json=meraki) as response,
+        ):
+            assert response.status == 200
         await wait_until(lambda: gateway.ingest.received >= len(messages) + 1)
         await wait_until(lambda: sink_delivered(gateway) == status(gateway).events_committed)
         status_page = b""
