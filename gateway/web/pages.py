@@ -112,6 +112,8 @@ PAGE_SECTIONS: Mapping[str, tuple[str, ...]] = {
     "floor": ("map", "charts"),
     "rules": ("rule-list",),
 }
+PAGE_TITLES = {"status": "Status", "floor": "Floor", "rules": "Rules"}
+PAGE_TEMPLATES = {"rules": "rules.html"}  # the others are their sections and nothing else
 PAGE_ROLES: Mapping[str, str | None] = {"status": "technician", "floor": None, "rules": "marketer"}
 
 
@@ -123,7 +125,8 @@ def add_pages(app: FastAPI, console: Console) -> None:
 
     async def page(request: Request, name: str, principal: Principal, **extra: Any) -> HTMLResponse:
         return pages.html(
-            f"{name}.html",
+            PAGE_TEMPLATES.get(name, "sections-page.html"),
+            title=PAGE_TITLES[name],
             page=name,
             principal=principal,
             sections=await pages.sections(name, principal),
