@@ -38,7 +38,7 @@ from devices.registry import (
     expected_intervals,
 )
 
-__all__ = ["HEALTH_KEYS", "DeviceRecord", "Inventory", "health_values"]
+__all__ = ["HEALTH_KEYS", "LAST_WILL", "SILENT", "DeviceRecord", "Inventory", "health_values"]
 
 # Numbers, but the firmware version (text).
 HEALTH_KEYS = (
@@ -69,12 +69,18 @@ def health_values(
     return values
 
 
+LAST_WILL = "last will"  # an offline device's reason: it (or the broker for it) said so
+SILENT = "silent"  # ... or it sent nothing for longer than its expected interval
+
+
 class DeviceRecord(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     device_id: str
     last_seen: datetime
     online: bool = True
+    offline_reason: str | None = None  # LAST_WILL or SILENT while offline
+    expected_interval_s: float | None = None  # silent longer: offline (None: never)
     health: Mapping[str, Any] = {}
 
 
@@ -86,6 +92,7 @@ class _DeviceState:
     last_seen: datetime
     online: bool
     health: dict[str, Any]
+    offline_reason: str | None = None
 
 
 class Inventory:
@@ -121,6 +128,8 @@ class Inventory:
                 device_id=device_id,
                 last_seen=state.last_seen,
                 online=state.online,
+                offline_reason=state.offline_reason,
+                expected_interval_s=self._expected.get(device_id, self._default),
                 health=dict(state.health),
             )
             for device_id, state in sorted(self._devices.items())
@@ -154,6 +163,7 @@ class Inventory:
             silent = interval is not None and now - state.last_seen > timedelta(seconds=interval)
             if state.online and silent:
                 state.online = False
+                state.offline_reason = SILENT
                 flagged.append(DeviceStatus(device_id=device_id, online=False))
         return flagged
 
@@ -188,10 +198,13 @@ class Inventory:
     ) -> bool:
         """Record the device's state; True when it changed (a first sighting is no change)."""
         state = self._devices.get(device_id)
+        reason = None if online else LAST_WILL
         if state is None:
-            self._devices[device_id] = _DeviceState(at, online, dict(health or {}))
+            self._devices[device_id] = _DeviceState(at, online, dict(health or {}), reason)
             return not online
         changed = state.online != online
+        if changed:
+            state.offline_reason = reason
         state.online = online
         state.last_seen = max(at, state.last_seen)
         if health:

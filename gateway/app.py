@@ -3,8 +3,9 @@
 Tasks (each named): ``ingest`` (batch), ``ingest-ack`` (commit, then acknowledge, in order),
 ``ingest-tick`` (the time-driven stages' clock), and the supervised parts (gateway/supervisor.py:
 a failure is logged, shown and restarted, never the end of the process): ``mqtt`` (connection
-and reconnects), ``sink:<name>`` per sink, ``outbox-retention``, ``rules-watch`` and
-``local-ble`` when configured. Only the committer's outbox failure ends the gateway.
+and reconnects), ``sink:<name>`` per sink, ``outbox-retention``, ``web`` (the console),
+``rules-watch`` and ``local-ble`` when configured. Only the committer's outbox failure ends
+the gateway.
 
 Stopping (SIGTERM, SIGINT, Ctrl-C in the demo) drains: the batch being built is committed and
 acknowledged, the stages' state for the next start is committed, our retained status says
@@ -36,7 +37,7 @@ from gateway.outbox import Outbox
 from gateway.pipeline import DedupWindow, Pipeline, Stage
 from gateway.privacy import Pseudonymizer, load_or_create_secret
 from gateway.record import http_mirror_topic
-from gateway.rulesdir import RulesWatcher, read_rules
+from gateway.rulesdir import RulesWatcher, read_rules, store_catalog
 from gateway.sinks.http import HttpSink
 from gateway.sinks.mqtt_actions import MqttActionSink
 from gateway.sources.ble import BleSource
@@ -113,7 +114,9 @@ class Gateway:
             outbox.register_sinks([(sink.name, sink.types) for sink in sinks])
             supervisor = Supervisor(clock)
             watcher = (
-                RulesWatcher(settings.rules.dir, wiring.rules.replace_rules, clock)
+                RulesWatcher(
+                    settings.rules.dir, wiring.rules.replace_rules, clock, store_catalog(settings)
+                )
                 if settings.rules.dir is not None
                 else None
             )
@@ -148,7 +151,7 @@ class Gateway:
         directory = self.settings.rules.dir
         if directory is None:
             return RuleSet()
-        rules = read_rules(directory)  # RulesInvalid: the CLI prints each problem
+        rules = read_rules(directory, store_catalog(self.settings))  # RulesInvalid: CLI prints
         log.info("rules loaded from %s: %d rules", directory, len(rules))
         return rules
 
@@ -176,6 +179,8 @@ class Gateway:
             }
             if watcher is not None:
                 parts["rules-watch"] = watcher.run
+            if self.web is not None:
+                parts["web"] = self.web.run
             if settings.ble.enabled:
                 parts["local-ble"] = BleSource(
                     settings.ble, settings.store_id, ingest.receive, self.clock

@@ -89,7 +89,9 @@ def run(config: ConfigOption = None) -> None:
     setup_logging()
 
     if settings.rules.dir is not None:
-        _rules_or_exit(settings.rules.dir)  # refuse to start on a bad folder, naming each problem
+        _rules_or_exit(
+            settings.rules.dir, settings
+        )  # refuse to start on a bad folder, naming each problem
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -205,13 +207,14 @@ rules_app = typer.Typer(help="The marketers' rules: check a folder, backtest it 
 app.add_typer(rules_app, name="rules")
 
 
-def _rules_or_exit(directory: Path) -> RuleSet:
-    """The folder's rules, or each problem as 'error: file: field: what' and exit status 1."""
-    from gateway.rulesdir import read_rules
+def _rules_or_exit(directory: Path, settings: Settings | None = None) -> RuleSet:
+    """The folder's rules (checked against the store when given its settings), or each
+    problem as 'error: file: field: what' and exit status 1."""
+    from gateway.rulesdir import read_rules, store_catalog
     from lantern.errors import RulesInvalid
 
     try:
-        return read_rules(directory)
+        return read_rules(directory, store_catalog(settings) if settings is not None else None)
     except RulesInvalid as exc:
         for problem in exc.problems:
             typer.echo(f"error: {problem}", err=True)
@@ -221,9 +224,17 @@ def _rules_or_exit(directory: Path) -> RuleSet:
 @rules_app.command("check")
 def rules_check(
     directory: Annotated[Path, typer.Argument(help="The rules folder (one YAML file a rule).")],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="store.yaml: also refuse zones, segments, devices and fields it does not have",
+        ),
+    ] = None,
 ) -> None:
     """Validate every rule file as the gateway would; exit 0 if all are valid, else 1."""
-    rules = _rules_or_exit(directory)
+    rules = _rules_or_exit(directory, settings_or_exit(config) if config is not None else None)
     typer.echo(f"ok: {len(rules)} rules in {directory}")
 
 
@@ -247,7 +258,7 @@ def rules_test(
     from lantern.errors import RecordingError
 
     settings = settings_or_exit(config)
-    rules = _rules_or_exit(rules_dir)
+    rules = _rules_or_exit(rules_dir, settings)
     if explain is not None and explain not in rules.ids():
         typer.echo(f"error: --explain {explain}: no such rule in {rules_dir}", err=True)
         raise typer.Exit(2)
@@ -269,3 +280,30 @@ def rules_test(
     except RecordingError as exc:
         typer.echo(f"error: {recording}: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+token_app = typer.Typer(help="Tokens for the store console (web.tokens in store.yaml).")
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("new")
+def token_new(
+    name: Annotated[str, typer.Option(help="Whose token: a person or a script, e.g. anna.")],
+    role: Annotated[str, typer.Option(help="technician, marketer or admin (both).")],
+) -> None:
+    """Print a new token once, and the line to paste under web: tokens: in store.yaml."""
+    from pydantic import ValidationError
+
+    from gateway.config import WebToken
+    from gateway.web.tokens import new_token, token_digest
+
+    token = new_token()
+    try:
+        entry = WebToken(name=name, role=role, sha256=token_digest(token))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        message = str(error["msg"]).removeprefix("Value error, ").replace("Input should", "must")
+        _fail(f"--{error['loc'][0]}: {message}", 2)
+    typer.echo(f"token for {entry.name} ({entry.role}), shown only now: {token}")
+    typer.echo("paste this under web: tokens: in store.yaml, then restart lantern:")
+    typer.echo(f"  - {{name: {entry.name}, role: {entry.role}, sha256: {entry.sha256}}}")

@@ -10,6 +10,7 @@ with one ``file: key: what is wrong`` line per problem.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -28,6 +29,10 @@ from rules.zones import AudienceSpec, ZoneSpec
 SourceKind = Literal[
     "espresense", "theengs", "local-ble", "barcode", "wifi", "reorder", "device-status"
 ]
+
+
+def _listed_twice(names: list[str]) -> list[str]:
+    return sorted({name for name in names if names.count(name) > 1})
 
 
 class _Section(BaseModel):
@@ -165,15 +170,61 @@ class BleSettings(_Section):
     stall_timeout_s: float = Field(default=60.0, gt=0)
 
 
+Role = Literal["technician", "marketer", "admin"]  # admin: both of the others
+
+
+class WebToken(_Section):
+    """One console login: ``lantern token new --name N --role R`` prints the token once and
+    this entry to paste. Only the token's SHA-256 is kept here, so store.yaml lets no one in."""
+
+    name: str
+    role: Role
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", name):
+            raise ValueError("use up to 64 letters, digits and _ . @ -")
+        return name
+
+
 class WebSettings(_Section):
-    """The local status page and API, and the Meraki Scanning API receiver."""
+    """The store console (the technicians' and marketers' pages and API) and the Meraki
+    Scanning API receiver."""
 
     enabled: bool = True
-    host: str = "127.0.0.1"
+    # Where to listen. Unset: every interface once a token is configured, else 127.0.0.1
+    # only, since without a token no one can log in from elsewhere anyway.
+    host: str | None = None
     port: int = Field(default=8080, ge=0, le=65_535)  # 0: any free port
+    tokens: tuple[WebToken, ...] = ()
+    # Host names the console answers to, besides IP addresses, localhost and this box's own
+    # name (and name.local): a page on another name is a DNS-rebinding attempt. "*": any.
+    allowed_hosts: tuple[str, ...] = ()
+    # /metrics without a token, for a Prometheus on the store network that cannot send one.
+    metrics_public: bool = False
+    # Where the recordings a marketer can backtest over live (lantern record --out ...);
+    # unset: <data_dir>/recordings.
+    recordings_dir: Path | None = None
+    # A phone on the shop floor stays logged in for a shift; a restart logs everyone out.
+    session_hours: float = Field(default=12.0, gt=0)
     # Meraki Scanning API v3: GET answers the validator, POST must carry the shared secret.
     meraki_validator: str | None = None
     meraki_secret: SecretStr | None = None
+
+    @field_validator("tokens")
+    @classmethod
+    def _names_once(cls, tokens: tuple[WebToken, ...]) -> tuple[WebToken, ...]:
+        if duplicated := _listed_twice([token.name for token in tokens]):
+            raise ValueError(f"token name listed twice: {', '.join(duplicated)}")
+        return tokens
+
+    @property
+    def listen_host(self) -> str:
+        if self.host is not None:
+            return self.host
+        return "0.0.0.0" if self.tokens else "127.0.0.1"
 
 
 class RulesSettings(_Section):
@@ -210,8 +261,7 @@ class Settings(BaseSettings):
     def _ids_listed_once(
         cls, entries: tuple[DeviceSpec, ...] | tuple[ZoneSpec, ...]
     ) -> tuple[DeviceSpec, ...] | tuple[ZoneSpec, ...]:
-        ids = [entry.id for entry in entries]
-        if duplicated := sorted({entry_id for entry_id in ids if ids.count(entry_id) > 1}):
+        if duplicated := _listed_twice([entry.id for entry in entries]):
             raise ValueError(f"id listed twice: {', '.join(duplicated)}")
         return entries
 

@@ -26,6 +26,7 @@ from gateway.config import MqttSettings, Settings
 from gateway.localbroker import AmqttBroker, Mosquitto
 from gateway.mqtt import MqttClient
 from gateway.receiver import Receiver
+from gateway.web.tokens import new_token, token_digest
 
 EXAMPLES = Path(__file__).parent / "examples"
 EXAMPLE_STORE = EXAMPLES / "store.yaml"  # zones, audiences and the coffee machine's slot
@@ -57,6 +58,7 @@ async def run_demo(seconds: float | None, sightings_per_s: float) -> None:
     try:
         async with Receiver() as central:
             store = yaml.safe_load(EXAMPLE_STORE.read_text(encoding="utf-8"))
+            token = new_token()
             rules_dir = workdir / "rules"  # a copy: edit it live without touching the examples
             shutil.copytree(EXAMPLE_RULES, rules_dir)
             settings = Settings(
@@ -65,7 +67,14 @@ async def run_demo(seconds: float | None, sightings_per_s: float) -> None:
                     "data_dir": workdir / "data",
                     "mqtt": {"url": broker_url, "protocol": protocol},
                     "http_sink": {"url": central.url},
-                    "web": {"port": 0},
+                    # The demo's own admin token, shown with the console's address.
+                    "web": {
+                        "port": 0,
+                        "host": "127.0.0.1",
+                        "tokens": [
+                            {"name": "demo", "role": "admin", "sha256": token_digest(token)}
+                        ],
+                    },
                     "rules": {"dir": rules_dir},
                 }
             )
@@ -91,7 +100,7 @@ async def run_demo(seconds: float | None, sightings_per_s: float) -> None:
                     _simulate(settings.store_id, settings.mqtt, sightings_per_s, stop),
                     name="device-simulators",
                 )
-                tasks.create_task(_status_line(gateway, central, stop), name="status-line")
+                tasks.create_task(_status_line(gateway, central, stop, token), name="status-line")
                 await stop.wait()
                 # The devices go first, then the gateway once it has committed what they sent:
                 # nothing is left unacknowledged at a broker that would wait for it.
@@ -162,10 +171,15 @@ async def _settled(gateway: Gateway) -> None:
             await asyncio.sleep(_QUIET_S / 4)
 
 
-async def _status_line(gateway: Gateway, central: Receiver, stop: asyncio.Event) -> None:
+async def _status_line(
+    gateway: Gateway, central: Receiver, stop: asyncio.Event, token: str
+) -> None:
     await gateway.ready.wait()
     if gateway.web is not None:
-        print(f"  status page     {gateway.web.url}/  (rules, occupancy, devices)", flush=True)
+        print(
+            f"  status page     {gateway.web.url}/  (log in with {token})",
+            flush=True,
+        )
     assert gateway.status is not None  # set before ready
     interactive = sys.stdout.isatty()
     while not stop.is_set():

@@ -168,6 +168,11 @@ class Outbox:
         await asyncio.wrap_future(closed)
         self._thread = None
 
+    @property
+    def running(self) -> bool:
+        """Whether the writer thread is there to take commits."""
+        return self._thread is not None and self._thread.is_alive()
+
     def _work(self, opened: Future[int]) -> None:
         """The writer thread: open the database, then run jobs in order until told to stop."""
         try:
@@ -253,6 +258,10 @@ class Outbox:
     async def pending_count(self, sink: str, types: TypeFilter) -> int:
         return await self._call(_pending_count, sink, types)
 
+    async def oldest_pending_at(self, sink: str, types: TypeFilter) -> float | None:
+        """When the oldest event the sink has yet to deliver was committed (Unix seconds)."""
+        return await self._call(_oldest_pending_at, sink, types)
+
     async def load_state(self, key: str) -> str | None:
         return await self._call(_load_state, key)
 
@@ -268,9 +277,10 @@ class Outbox:
         """SQLite's own check of the whole file: ``ok``, or what is wrong."""
         return await self._call(_integrity)
 
-    async def recent_dead_letters(self, limit: int) -> list[dict[str, Any]]:
-        """The latest dead letters, newest first: when, where, what kind and why."""
-        return await self._call(_recent_dead_letters, limit)
+    async def recent_dead_letters(self, limit: int, head_bytes: int = 0) -> list[dict[str, Any]]:
+        """The latest dead letters, newest first: when, where, what kind and why, and with
+        ``head_bytes`` the payload's first bytes (``head``) and its ``size``."""
+        return await self._call(_recent_dead_letters, limit, head_bytes)
 
 
 def _open(path: Path, synchronous: str) -> sqlite3.Connection:
@@ -574,6 +584,15 @@ def _pending_count(conn: sqlite3.Connection, sink: str, types: TypeFilter) -> in
     return int(row[0])
 
 
+def _oldest_pending_at(conn: sqlite3.Connection, sink: str, types: TypeFilter) -> float | None:
+    clause, params = types.sql()
+    row = conn.execute(
+        "SELECT created_at FROM events WHERE seq > ?" + clause + " ORDER BY seq LIMIT 1",
+        (_cursor(conn, sink), *params),
+    ).fetchone()
+    return float(row[0]) if row else None
+
+
 def _load_state(conn: sqlite3.Connection, key: str) -> str | None:
     row = conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
     return str(row[0]) if row else None
@@ -613,12 +632,16 @@ def _prune(
     return deleted
 
 
-def _recent_dead_letters(conn: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+def _recent_dead_letters(
+    conn: sqlite3.Connection, limit: int, head_bytes: int
+) -> list[dict[str, Any]]:
     rows = conn.execute(
-        "SELECT received_at, topic, kind, reason FROM dead_letters ORDER BY id DESC LIMIT ?",
-        (limit,),
+        "SELECT received_at, topic, kind, reason, substr(payload, 1, ?), length(payload)"
+        " FROM dead_letters ORDER BY id DESC LIMIT ?",
+        (head_bytes, limit),
     ).fetchall()
     return [
         {"received_at": at, "topic": topic, "kind": kind, "reason": reason}
-        for at, topic, kind, reason in rows
+        | ({"head": bytes(head), "size": size} if head_bytes else {})
+        for at, topic, kind, reason, head, size in rows
     ]

@@ -165,6 +165,7 @@ class Pipeline:
         self.stages = tuple(stages)
         self.dead_letters_by_kind: Counter[str] = Counter()
         self.stage_failures: Counter[str] = Counter()
+        self.messages_by_family: Counter[str] = Counter()  # by source kind, or "unrouted"
         self.duplicates = 0
         self.ignored = 0
         self.messages = 0
@@ -260,6 +261,7 @@ class Pipeline:
             )
             return []
         route = self._router.route(inbound.topic)
+        self.messages_by_family[route.kind if route is not None else "unrouted"] += 1
         if route is None:
             self._dead_letter(inbound, processed, "unrouted", "no configured source matches")
             return []

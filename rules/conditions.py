@@ -24,6 +24,42 @@ from lantern.errors import ConditionError, ConditionSyntaxError
 # The CEL library reports each syntax error as "ERROR: <input>:LINE:COLUMN: message".
 _SYNTAX_ERROR = re.compile(r"ERROR: <input>:(\d+):(\d+): ([^\n]*)")
 
+# CEL's lexical grammar, as far as finding the names an expression reads needs it: string and
+# bytes literals (raw, triple-quoted) and comments are skipped whole, so a dot or a word inside
+# them is not taken for a field. The CEL library compiles but shows no parse tree.
+_TOKEN = re.compile(
+    r"""(?P<skip>\s+|//[^\n]*)
+    |(?P<string>(?:[rR][bB]?|[bB][rR]?)?(?:\"\"\"(?:\\.|[^\\])*?\"\"\"|'''(?:\\.|[^\\])*?'''
+        |"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'))
+    |(?P<number>0[xX][0-9a-fA-F]+[uU]?|[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?[uU]?|\.[0-9]+)
+    |(?P<name>[_a-zA-Z][_a-zA-Z0-9]*)
+    |(?P<other>.)""",
+    re.VERBOSE | re.DOTALL,
+)
+# Macros that bind a name for their body: list.exists(x, x > 1), cel.bind(x, 1, x + 1).
+_BINDING_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter", "bind"})
+# Words that are not variables: literals, the `in` operator, type names (`type(x) == int`).
+_NOT_VARIABLES = frozenset(
+    {
+        "true",
+        "false",
+        "null",
+        "in",
+        "int",
+        "uint",
+        "double",
+        "bool",
+        "string",
+        "bytes",
+        "list",
+        "map",
+        "type",
+        "null_type",
+        "dyn",
+        "cel",
+    }
+)
+
 
 class Variables:
     """The names conditions can read, each converted to a CEL value on first use."""
@@ -83,6 +119,67 @@ def compile(source: str) -> Condition:
     except Exception as exc:  # ValueError for syntax errors; anything else is one too
         raise ConditionSyntaxError(_syntax_message(str(exc))) from None
     return Condition(source, program)
+
+
+def selections(source: str) -> frozenset[tuple[str, ...]]:
+    """The variables an expression reads, each with the fields selected from it:
+    ``visitor.segment == "x" && has(event.data.gtin)`` gives ``("visitor", "segment")`` and
+    ``("event", "data", "gtin")``. A method call ends a selection (``event.data.zone`` in
+    ``event.data.zone.startsWith("a")``), a constant index (``zone["id"]``) continues it,
+    and the names a macro binds (``x`` in ``list.exists(x, x > 1)``) are left out."""
+    tokens = [
+        (kind, text)
+        for match in _TOKEN.finditer(source)
+        for kind, text in match.groupdict().items()
+        if text is not None and kind != "skip"
+    ]
+    bound = {
+        tokens[index + 3][1]
+        for index in range(len(tokens) - 4)
+        if tokens[index] == ("other", ".")
+        and tokens[index + 1][1] in _BINDING_MACROS
+        and tokens[index + 2] == ("other", "(")
+        and tokens[index + 3][0] == "name"
+        and tokens[index + 4] == ("other", ",")
+    }
+    found: set[tuple[str, ...]] = set()
+    for index, (kind, text) in enumerate(tokens):
+        previous = tokens[index - 1] if index else ("", "")
+        if kind != "name" or previous == ("other", ".") or text in _NOT_VARIABLES | bound:
+            continue
+        if _at(tokens, index + 1) == ("other", "("):
+            continue  # a function: has(...), size(...), timestamp(...)
+        found.add(_selection(tokens, index))
+    return frozenset(found)
+
+
+def _at(tokens: list[tuple[str, str]], index: int) -> tuple[str, str]:
+    return tokens[index] if index < len(tokens) else ("", "")
+
+
+def _selection(tokens: list[tuple[str, str]], index: int) -> tuple[str, ...]:
+    """The name at ``index`` and the fields selected after it, up to a method call."""
+    path = [tokens[index][1]]
+    index += 1
+    while True:
+        if (
+            _at(tokens, index) == ("other", ".")
+            and _at(tokens, index + 1)[0] == "name"
+            and _at(tokens, index + 2) != ("other", "(")
+        ):
+            path.append(tokens[index + 1][1])
+            index += 2
+        elif (
+            _at(tokens, index) == ("other", "[")
+            and _at(tokens, index + 1)[0] == "string"
+            and _at(tokens, index + 2) == ("other", "]")
+        ):
+            literal = tokens[index + 1][1].lstrip("rRbB")
+            quote = 3 if literal[:3] in ('"""', "'''") else 1
+            path.append(literal[quote:-quote])
+            index += 3
+        else:
+            return tuple(path)
 
 
 def _syntax_message(raw: str) -> str:

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -533,8 +533,13 @@ class _RuleLoader(_SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def parse_rules(files: Mapping[str, str]) -> RuleSet:
-    """One rule per file (name → YAML text); RulesInvalid lists every problem of every file."""
+def parse_rules(
+    files: Mapping[str, str],
+    check: Callable[[Rule], Iterable[tuple[str, str]]] | None = None,
+) -> RuleSet:
+    """One rule per file (name → YAML text); RulesInvalid lists every problem of every file.
+    ``check`` finds what is wrong with a rule that parsed, as (field, message) pairs: against
+    the store it is for (rules/check.py)."""
     problems: list[RuleProblem] = []
     rules: list[Rule] = []
     files_by_id: dict[str, str] = {}
@@ -548,6 +553,8 @@ def parse_rules(files: Mapping[str, str]) -> RuleSet:
         if other != name:
             problems.append(RuleProblem(name, "id", f"{rule.id!r} is also the id in {other}"))
             continue
+        found = list(check(rule)) if check is not None else []
+        problems.extend(RuleProblem(name, field, message) for field, message in found)
         rules.append(rule)
     if problems:
         raise RulesInvalid(problems)

@@ -19,11 +19,12 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import date
 from typing import Any, TypeAlias
 
 import jinja2
+from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from lantern.errors import TemplateError
@@ -133,6 +134,33 @@ class JsonTemplate:
         """A new JSON value with every template rendered; TemplateError names the path."""
         return _render(self._root, context)
 
+    def sources(self) -> Iterator[tuple[str, str]]:
+        """(path, source) of every template in the value, in order."""
+        return _sources(self._root, "")
+
+
+def selections(source: str) -> frozenset[tuple[str, ...]]:
+    """The context names a template reads, each with the fields selected from it
+    (``{{ visitor.id }}`` gives ``("visitor", "id")``); names the template sets itself (a
+    ``for`` loop's) are left out. The source must compile (a TextTemplate did)."""
+    tree = _ENV.parse(source)
+    names = meta.find_undeclared_variables(tree)
+    found: set[tuple[str, ...]] = {(name,) for name in names}
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        path: list[str] = []
+        current: nodes.Node = node
+        while isinstance(current, nodes.Getattr | nodes.Getitem):
+            if isinstance(current, nodes.Getattr):
+                path.append(current.attr)
+            elif isinstance(current.arg, nodes.Const) and isinstance(current.arg.value, str):
+                path.append(current.arg.value)
+            else:
+                path.clear()  # a computed index: what follows it cannot be known
+            current = current.node
+        if isinstance(current, nodes.Name) and current.name in names and path:
+            found.add((current.name, *reversed(path)))
+    return frozenset(found)
+
 
 def is_template(text: str) -> bool:
     """Whether the string holds any Jinja syntax (otherwise it renders as itself)."""
@@ -167,6 +195,17 @@ def _compile(value: Any, path: str) -> _Node:
     if isinstance(value, date):  # a datetime is a date too
         raise TemplateError(path, f"{value} is a date, not JSON; quote it to keep it as text")
     raise TemplateError(path, f"{type(value).__name__} is not a JSON value")
+
+
+def _sources(node: _Node, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(node, TextTemplate | ValueTemplate):
+        yield path, node.source
+    elif isinstance(node, dict):
+        for key, item in node.items():
+            yield from _sources(item, f"{path}.{key}")
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _sources(item, f"{path}[{index}]")
 
 
 def _render(node: _Node, context: Mapping[str, Any]) -> Any:

@@ -18,6 +18,7 @@ from gateway.config import Settings
 from gateway.localbroker import Mosquitto
 from gateway.outbox import FAILPOINT_MAX_PAGE_COUNT_ENV
 from gateway.receiver import Receiver
+from tests.gateway.console import WEB_TOKENS, bearer
 from tests.helpers import (
     Publisher,
     make_settings,
@@ -56,7 +57,7 @@ def settings_for(
     tmp_path: Path, broker: Mosquitto, central: Receiver, **overrides: Any
 ) -> Settings:
     overrides.setdefault("http_sink", {"url": central.url})
-    return make_settings(tmp_path / "data", broker.url, **overrides)
+    return make_settings(tmp_path / "data", broker.url, web={"tokens": WEB_TOKENS}, **overrides)
 
 
 async def page_status(gateway: Gateway) -> dict[str, Any]:
@@ -64,10 +65,10 @@ async def page_status(gateway: Gateway) -> dict[str, Any]:
     assert gateway.web is not None
     async with (
         aiohttp.ClientSession() as session,
-        session.get(f"{gateway.web.url}/api/status") as r,
+        session.get(f"{gateway.web.url}/api/status", headers=bearer("technician")) as response,
     ):
-        assert r.status == 200
-        document: dict[str, Any] = await r.json()
+        assert response.status == 200
+        document: dict[str, Any] = await response.json()
         return document
 
 

@@ -20,6 +20,7 @@ from gateway.clock import ManualClock
 from gateway.config import Settings
 from gateway.localbroker import Mosquitto
 from gateway.receiver import Receiver
+from tests.gateway.console import WEB_TOKENS, bearer
 from tests.helpers import (
     Publisher,
     make_settings,
@@ -74,6 +75,7 @@ def live_settings(
         rules={"dir": rules_dir},
         # Short, so that a member who stops being seen has left by the next visit.
         presence={"away_timeout_s": 1.0, "reading_ttl_s": 1.0},
+        web={"tokens": WEB_TOKENS},
     )
 
 
@@ -140,7 +142,7 @@ async def test_a_loyal_dweller_gets_the_offer_on_the_screen_and_the_central_reco
         topic, payload = await asyncio.to_thread(screen.messages.get, timeout=5)
         rules = rules_of(gateway)
         assert gateway.web is not None
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=bearer("admin")) as session:
             traces_url = f"{gateway.web.url}/api/rules/traces"
             async with session.get(traces_url, params={"rule": "quick-offer"}) as r:
                 everyone = await r.json()
@@ -149,7 +151,7 @@ async def test_a_loyal_dweller_gets_the_offer_on_the_screen_and_the_central_reco
             async with session.get(traces_url, params=query) as response:
                 passer_by = await response.json()
             async with session.get(traces_url, params={"limit": "many"}) as response:
-                assert response.status == 400
+                assert response.status == 422
             async with session.get(f"{gateway.web.url}/") as response:
                 page = await response.text()
     outcomes = page.split("<h2>Latest rule outcomes</h2>")[1].split("<h2>")[0]
