@@ -2,7 +2,7 @@
 watches a device go silent without reloading; the floor map fills after sightings; a
 marketer's misspelt rule is refused with its field while the running set keeps running; each
 role is kept to its own; /docs works from the box alone. Each page is photographed at 390 px
-(a phone) and 1400 px into docs/screenshots/ for a reviewer."""
+(a phone) and 1400 px into build/screenshots/ for a reviewer."""
 
 from __future__ import annotations
 
