@@ -407,7 +407,8 @@ def main() -> None:
         stream = sighting_stream(args.messages)
         stream_file = work / "stream.jsonl"
         stream_file.write_text("".join(json.dumps(message) + "\n" for message in stream))
-        broker = Mosquitto()
+        (work / "broker").mkdir()
+        broker = Mosquitto(directory=work / "broker")  # removed with work, unlike its default
         broker.start()
         stack.callback(broker.stop)
 
