@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from devices.health import Inventory
@@ -186,6 +186,10 @@ def _action_row(action: Action, pipeline: Pipeline) -> EventRow:
                 "payload": action.payload,
                 "qos": action.qos,
                 "retain": action.retain,
+                # The action sink drops it unpublished after this (gateway/sinks/mqtt_actions.py)
+                "expires_at": None
+                if action.ttl_s is None
+                else (action.time + timedelta(seconds=action.ttl_s)).isoformat(),
             },
             None,
         )
