@@ -25,12 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.config import ForwardingSinkSettings, SinkSettings
+from gateway.config import ForwardingSinkSettings, SinkSettings, TlsSettings
 from gateway.mqtt import backoff_delay_s
 from gateway.outbox import ACTION_PUBLISH_TYPE, Outbox, Page, PendingRow, TypeFilter
 from lantern.errors import RejectedBatchError, RetryableSinkError
@@ -55,6 +56,16 @@ class SinkStatus:
     last_error: str | None  # None once a delivery succeeds again
     cursor_lag: int  # events committed and not yet delivered
     oldest_undelivered_age_s: float | None  # how long the oldest of those has waited
+
+
+def client_tls_context(settings: TlsSettings | None) -> ssl.SSLContext:
+    """TLS to a central service: its CA (or the system's), and our certificate when given."""
+    context = ssl.create_default_context(
+        cafile=str(settings.ca_file) if settings and settings.ca_file else None
+    )
+    if settings is not None and settings.cert_file is not None:
+        context.load_cert_chain(settings.cert_file, settings.key_file)
+    return context
 
 
 def forwarding_types(settings: ForwardingSinkSettings) -> TypeFilter:
