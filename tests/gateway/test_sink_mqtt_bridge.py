@@ -1,0 +1,158 @@
+"""The MQTT bridge sink against a second, central Mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway.config import MqttBridgeSinkSettings
+from gateway.localbroker import Mosquitto
+from gateway.outbox import Batch
+from gateway.sinks.mqtt_bridge import MqttBridgeSink
+from tests.gateway.sink_parts import (
+    commit_scans,
+    open_outbox,
+    running,
+    scan_event,
+    serials,
+    sighting_event,
+)
+from tests.helpers import wait_until
+
+FAST_RETRY = {"retry_min_s": 0.05, "retry_max_s": 0.2}
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    event: dict[str, object]
+    user_properties: list[tuple[str, str]]
+    correlation_data: bytes | None
+    content_type: str | None
+
+
+class CentralSubscriber:
+    """The chain's consumer: an MQTT 5 persistent session on ``lantern/#`` at QoS 1."""
+
+    def __init__(self, port: int) -> None:
+        self.received: list[Received] = []
+        self._lock = threading.Lock()
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id="central-consumer", protocol=paho.MQTTv5
+        )
+        self.client.on_message = self._on_message
+        self.client.on_connect = lambda client, *_: client.subscribe("lantern/#", qos=1)
+        self.client.reconnect_delay_set(0.1, 0.5)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = 3600  # keep our queue through the broker's restart
+        self.client.connect("127.0.0.1", port, clean_start=False, properties=properties)
+        self.client.loop_start()
+
+    def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        properties = message.properties
+        with self._lock:
+            self.received.append(
+                Received(
+                    message.topic,
+                    json.loads(message.payload),
+                    list(getattr(properties, "UserProperty", [])),
+                    getattr(properties, "CorrelationData", None),
+                    getattr(properties, "ContentType", None),
+                )
+            )
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def central() -> Iterator[Mosquitto]:
+    # Started as root, mosquitto runs as the user mosquitto: its folder must be open to that
+    # user, or it keeps no log and no persistence, and its restart loses the consumer's queue.
+    directory = Path(tempfile.mkdtemp(prefix="lantern-central-"))
+    directory.chmod(0o777)
+    broker = Mosquitto(directory=directory)
+    broker.start()
+    yield broker
+    broker.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_events_reach_the_central_broker_with_their_id_and_topic(
+    central: Mosquitto, tmp_path: Path
+) -> None:
+    scans = [scan_event(serial) for serial in serials(3)]
+    subscriber = CentralSubscriber(central.port)
+
+    async def scenario() -> None:
+        async with open_outbox(tmp_path) as outbox:
+            await outbox.commit(Batch(events=[scans[0], sighting_event(), *scans[1:]]))
+            settings = MqttBridgeSinkSettings(url=central.url, **FAST_RETRY)
+            async with running(MqttBridgeSink(settings, "s1", outbox)) as sink:
+                await wait_until(lambda: sink.delivered == 3)
+                await wait_until(lambda: len(subscriber.received) == 3)
+                status = await sink.status()
+                assert (status.cursor_lag, status.last_error) == (0, None)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        subscriber.close()
+    assert [r.topic for r in subscriber.received] == ["lantern/s1/lantern.scan.read"] * 3
+    assert [r.event for r in subscriber.received] == [json.loads(e.body) for e in scans]
+    assert [r.user_properties for r in subscriber.received] == [[("id", e.id)] for e in scans]
+    assert [r.correlation_data for r in subscriber.received] == [e.id.encode() for e in scans]
+    assert {r.content_type for r in subscriber.received} == {"application/cloudevents+json"}
+
+
+def test_a_central_broker_outage_loses_nothing_and_each_event_keeps_one_id(
+    central: Mosquitto, tmp_path: Path
+) -> None:
+    first, second = serials(5_000), serials(5_000)
+    subscriber = CentralSubscriber(central.port)
+
+    async def scenario() -> None:
+        async with open_outbox(tmp_path) as outbox:
+            await commit_scans(outbox, first)
+            settings = MqttBridgeSinkSettings(url=central.url, **FAST_RETRY)
+            async with running(MqttBridgeSink(settings, "s1", outbox)) as sink:
+                await wait_until(lambda: sink.delivered > 0)
+                await asyncio.to_thread(central.stop)
+                await commit_scans(outbox, second)  # committed while the far side is down
+                await wait_until(lambda: sink.retries > 0)
+                status = await sink.status()
+                assert status.cursor_lag > len(second)
+                assert status.last_error is not None
+                await asyncio.to_thread(central.start)
+                total = len(first) + len(second)
+                await wait_until(lambda: sink.delivered == total, timeout_s=60)
+                await wait_until(
+                    lambda: len({r.event["id"] for r in subscriber.received}) == total,
+                    timeout_s=30,
+                )
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        subscriber.close()
+    ids_by_serial: dict[str, set[object]] = defaultdict(set)
+    for received in subscriber.received:
+        data = received.event["data"]
+        assert isinstance(data, dict)
+        ids_by_serial[data["ai"]["21"]].add(received.event["id"])
+    assert sorted(ids_by_serial) == sorted(first + second)
+    assert all(len(ids) == 1 for ids in ids_by_serial.values())
