@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import itertools
 import json
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -17,6 +19,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from gateway.config import OutboxSettings
+from gateway.localbroker import Mosquitto
 from gateway.outbox import Batch, EventRow, Outbox
 from gateway.sinks.base import Sink
 from gateway.sinks.localnats import NatsServer
@@ -78,6 +81,22 @@ async def running(sink: Sink) -> AsyncIterator[Sink]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@contextlib.contextmanager
+def mosquitto_with_persistence() -> Iterator[Mosquitto]:
+    """A Mosquitto that really persists: started as root, mosquitto runs as the user mosquitto,
+    so its folder must be open to that user, or it keeps no log and no persistence and a
+    restart loses every queued message (a test's tmp_path is not)."""
+    directory = Path(tempfile.mkdtemp(prefix="lantern-sink-broker-"))
+    directory.chmod(0o777)
+    broker = Mosquitto(directory=directory)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import tempfile
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
@@ -24,6 +22,7 @@ from gateway.outbox import Batch
 from gateway.sinks.mqtt_bridge import MqttBridgeSink
 from tests.gateway.sink_parts import (
     commit_scans,
+    mosquitto_with_persistence,
     open_outbox,
     running,
     scan_event,
@@ -45,16 +44,16 @@ class Received:
 
 
 class CentralSubscriber:
-    """The chain's consumer: an MQTT 5 persistent session on ``lantern/#`` at QoS 1."""
+    """The chain's consumer: an MQTT 5 persistent session on ``topic`` at QoS 1."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, topic: str = "lantern/#") -> None:
         self.received: list[Received] = []
         self._lock = threading.Lock()
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id="central-consumer", protocol=paho.MQTTv5
         )
         self.client.on_message = self._on_message
-        self.client.on_connect = lambda client, *_: client.subscribe("lantern/#", qos=1)
+        self.client.on_connect = lambda client, *_: client.subscribe(topic, qos=1)
         self.client.reconnect_delay_set(0.1, 0.5)
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = 3600  # keep our queue through the broker's restart
@@ -81,15 +80,8 @@ class CentralSubscriber:
 
 @pytest.fixture
 def central() -> Iterator[Mosquitto]:
-    # Started as root, mosquitto runs as the user mosquitto: its folder must be open to that
-    # user, or it keeps no log and no persistence, and its restart loses the consumer's queue.
-    directory = Path(tempfile.mkdtemp(prefix="lantern-central-"))
-    directory.chmod(0o777)
-    broker = Mosquitto(directory=directory)
-    broker.start()
-    yield broker
-    broker.stop()
-    shutil.rmtree(directory, ignore_errors=True)
+    with mosquitto_with_persistence() as broker:
+        yield broker
 
 
 def test_events_reach_the_central_broker_with_their_id_and_topic(
