@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator
@@ -154,3 +155,31 @@ def test_a_server_restart_mid_drain_loses_and_doubles_nothing(
         assert sorted(got) == sorted(numbers)  # every serial, once
 
     asyncio.run(scenario())
+
+
+def test_an_event_the_stream_refuses_is_parked_alone_and_the_rest_delivered(
+    jetstream: NatsServer, tmp_path: Path
+) -> None:
+    big = scan_event("SN-big")
+    big = dataclasses.replace(big, body=big.body.replace('"till-1"', '"' + "x" * 2_000 + '"'))
+    events = [scan_event("SN-a"), big, scan_event("SN-b")]
+
+    async def scenario() -> list[tuple[object, ...]]:
+        client = await nats.connect(jetstream.url)
+        await client.jetstream().add_stream(
+            name="LANTERN", subjects=["lantern.>"], max_msg_size=1_000
+        )
+        await client.close()
+        async with open_outbox(tmp_path) as outbox:
+            await outbox.commit(Batch(events=events))
+            sink = NatsSink(NatsSinkSettings(url=jetstream.url, **FAST_RETRY), "s1", outbox)
+            async with running(sink):
+                await wait_until(lambda: sink.delivered == 2)
+                assert sink.parked == 1
+            return await outbox.query("SELECT first_seq, last_seq, reason FROM parked")
+
+    ((first, last, reason),) = asyncio.run(scenario())
+    assert first == last == 2  # the big one, alone
+    assert "message size exceeds maximum" in str(reason)
+    messages = asyncio.run(stream_messages(jetstream.url, "LANTERN", "lantern.>"))
+    assert [json.loads(m.data)["data"]["ai"]["21"] for m in messages] == ["SN-a", "SN-b"]
