@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 import time
 from abc import ABC, abstractmethod
@@ -42,6 +43,10 @@ _IDLE_POLL_S = 1.0  # with nothing to send, look again after a commit or this lo
 # A restart re-reads at most this much of what the sink skipped: cheap, since skipped events
 # are filtered out in SQL, and it saves an idle sink's transaction per commit (issue 11).
 _SKIP_WRITE_INTERVAL_S = 10.0
+# Fault injection for the crash tests only: hold the cursor write this long after the far side
+# confirmed a page, so that a kill -9 lands between confirmation and cursor, the window the
+# far side's dedup by event id exists for.
+FAILPOINT_CURSOR_DELAY_ENV = "LANTERN_FAILPOINT_CURSOR_DELAY_S"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +85,14 @@ class Sink(ABC):
 
     name: str  # the cursor's key in the outbox: never rename a shipped sink
     label: str  # how the log names it
+    target = ""  # where it delivers, for the start-up line and the status page
 
     def __init__(self, settings: SinkSettings, outbox: Outbox, types: TypeFilter) -> None:
         self._settings = settings
         self._outbox = outbox
         self._types = types
         self._woken = asyncio.Event()
+        self._cursor_delay_s = float(os.environ.get(FAILPOINT_CURSOR_DELAY_ENV, "0"))
         self._cursor = 0  # delivered (or skipped) up to here
         self._written = 0  # the cursor as the outbox holds it
         self._written_at = 0.0
@@ -148,6 +155,8 @@ class Sink(ABC):
                     if page.rows:
                         await self.deliver(page.rows)
                         self.delivered += len(page.rows) - (self.dropped - dropped)
+                        if self._cursor_delay_s:
+                            await asyncio.sleep(self._cursor_delay_s)
                         await self._advance(page.upto)
                     else:
                         await self._skip(page.upto)

@@ -30,7 +30,7 @@ class HttpSink(Sink):
         if settings.url is None:
             raise ValueError("the HTTP sink needs a URL")
         super().__init__(settings, outbox, forwarding_types(settings))
-        self._url = settings.url
+        self._url = self.target = settings.url
         self._http = settings
         self._session: aiohttp.ClientSession | None = None
         self._headers = {"Content-Type": BATCH_CONTENT_TYPE}

@@ -68,6 +68,7 @@ class NatsSink(Sink):
             raise ValueError("the NATS sink needs a URL")
         super().__init__(settings, outbox, forwarding_types(settings))
         self._url = settings.url
+        self.target = f"{settings.url} stream {settings.stream}"
         self._nats = settings
         self.subjects = f"{settings.subject_prefix}.{store_id}.>"
         self._subject_root = f"{settings.subject_prefix}.{store_id}."
@@ -77,6 +78,8 @@ class NatsSink(Sink):
         self._acks: dict[int, str | None] = {}  # seq -> None when stored, else why not
         self._last_seq = 0  # the seq whose ack completes the page in flight
         self._page_acked = asyncio.Event()
+        self._duplicates = 0  # in the page in flight: JetStream had them already
+        self.duplicates = 0
 
     def subject(self, event_type: str) -> str:
         return self._subject_root + event_type.removeprefix("lantern.")
@@ -105,6 +108,7 @@ class NatsSink(Sink):
         if not client.is_connected:
             raise RetryableSinkError(f"not connected to {self._url}")
         self._acks.clear()
+        self._duplicates = 0
         self._page_acked.clear()
         self._last_seq = rows[-1].seq
         try:
@@ -127,6 +131,15 @@ class NatsSink(Sink):
         except TimeoutError:
             why = f"none within {self._nats.ack_timeout_s:g} s"
         confirmed = self._acked_head(rows)
+        if self._duplicates:
+            self.duplicates += self._duplicates
+            log.info(
+                "%s: JetStream already held %d of these %d events (sent again after a crash or"
+                " a lost ack): dropped as duplicates",
+                self.label,
+                self._duplicates,
+                len(rows),
+            )
         if confirmed == len(rows):
             return
         row = rows[confirmed]
@@ -154,6 +167,8 @@ class NatsSink(Sink):
             self._acks[seq] = f"503 no stream takes {self.subjects}: is {self._nats.stream} gone?"
         elif b'"error"' not in message.data:  # the common case, without parsing it
             self._acks[seq] = None
+            if b'"duplicate"' in message.data:
+                self._duplicates += 1
         else:
             error = json.loads(message.data)["error"]
             self._acks[seq] = (

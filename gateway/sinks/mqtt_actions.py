@@ -68,6 +68,7 @@ class _Publish:
 class MqttActionSink(Sink):
     name = "mqtt-actions"
     label = "action sink"
+    target = "the store's broker"
 
     def __init__(
         self, outbox: Outbox, mqtt: MqttClient, settings: ActionSinkSettings | None = None

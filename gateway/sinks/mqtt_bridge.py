@@ -304,7 +304,7 @@ class MqttBridgeSink(Sink):
             raise ValueError("the MQTT bridge sink needs a URL")
         super().__init__(settings, outbox, forwarding_types(settings))
         self._bridge = settings
-        self._url = settings.url
+        self._url = self.target = settings.url
         self._client_id = settings.client_id or f"lantern-bridge-{store_id}"
         self._topic_root = f"{settings.topic_prefix}/{store_id}/"
         self._topics: dict[str, bytes] = {}  # event type -> its topic, encoded and sized

@@ -6,15 +6,25 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import nats
+import nats.js.errors
 import pytest
 from nats.js.api import StorageType
 
 from gateway.config import NatsSinkSettings
+from gateway.ingest import FAILPOINT_ACK_DELAY_ENV
+from gateway.localbroker import Mosquitto
 from gateway.outbox import Batch
+from gateway.sinks.base import FAILPOINT_CURSOR_DELAY_ENV
 from gateway.sinks.jetstream import NatsSink, subject_covers
 from gateway.sinks.localnats import NatsServer
 from tests.gateway.sink_parts import (
@@ -27,7 +37,8 @@ from tests.gateway.sink_parts import (
     sighting_event,
     stream_messages,
 )
-from tests.helpers import wait_until
+from tests.gateway.test_process import _env, _retained_status, _start
+from tests.helpers import Publisher, wait_until
 
 FAST_RETRY = {"retry_min_s": 0.05, "retry_max_s": 0.2}
 
@@ -183,3 +194,85 @@ def test_an_event_the_stream_refuses_is_parked_alone_and_the_rest_delivered(
     assert "message size exceeds maximum" in str(reason)
     messages = asyncio.run(stream_messages(jetstream.url, "LANTERN", "lantern.>"))
     assert [json.loads(m.data)["data"]["ai"]["21"] for m in messages] == ["SN-a", "SN-b"]
+
+
+@pytest.mark.slow
+def test_two_kill_9s_and_a_server_restart_while_2000_scans_arrive_store_each_once(
+    broker: Mosquitto, jetstream: NatsServer, tmp_path: Path
+) -> None:
+    seed = int(os.environ.get("LANTERN_CRASH_SEED", "20261203"))
+    chance = random.Random(seed)
+    total = 2000
+
+    async def stored() -> int:
+        client = await nats.connect(jetstream.url)
+        try:
+            return (await client.jetstream().stream_info("LANTERN")).state.messages
+        except nats.js.errors.NotFoundError:
+            return 0
+        finally:
+            await client.close()
+
+    async def scenario() -> str:
+        env = _env("crash", tmp_path / "data", broker, forward_url="")
+        env.update(
+            LANTERN_NATS_SINK__URL=jetstream.url,
+            LANTERN_NATS_SINK__CREATE_STREAM="true",
+            LANTERN_NATS_SINK__RETRY_MAX_S="0.5",
+            # Acks trail commits and cursors trail PubAcks: the kills land in those windows,
+            # where the broker redelivers and the sink sends again what JetStream has.
+            **{FAILPOINT_ACK_DELAY_ENV: "0.2", FAILPOINT_CURSOR_DELAY_ENV: "0.3"},
+        )
+        logs: list[bytes] = []
+        process = await _start(env, tmp_path)
+        await wait_until(
+            lambda: _retained_status(broker.port, "lantern/crash/gateway/status") == "online"
+        )
+
+        def publish() -> None:
+            with Publisher(broker.port) as device:
+                sent = []
+                for number in range(total):
+                    sent.append(
+                        device.publish(
+                            f"lantern/crash/scanner/till-{number % 4}",
+                            f"]C1010950110153100021SN{number:06d}",
+                        )
+                    )
+                    time.sleep(0.002)  # ~4 s of traffic: the faults land mid-stream
+                for info in sent:
+                    info.wait_for_publish(timeout=30)
+
+        publisher = threading.Thread(target=publish, name="scanners")
+        publisher.start()
+        for fault in ("kill", "nats-restart", "kill"):
+            await asyncio.sleep(chance.uniform(0.3, 1.0))
+            if fault == "kill":
+                process.kill()  # SIGKILL: no drain, no goodbye
+                logs.append((await process.communicate())[1])
+                await asyncio.sleep(chance.uniform(0.0, 0.5))
+                process = await _start(env, tmp_path)
+            else:
+                await asyncio.to_thread(jetstream.stop)
+                await asyncio.sleep(chance.uniform(0.2, 1.0))
+                await asyncio.to_thread(jetstream.start)
+        await asyncio.to_thread(publisher.join)
+        deadline = time.monotonic() + 90
+        while await stored() < total and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)  # anything extra would arrive now
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode == 0, stderr.decode()[-2000:]
+        logs.append(stderr)
+        return b"".join(logs).decode()
+
+    log = asyncio.run(scenario())
+    messages = asyncio.run(stream_messages(jetstream.url, "LANTERN", "lantern.>"))
+    got = Counter(json.loads(m.data)["data"]["ai"]["21"] for m in messages)
+    missing = {f"SN{n:06d}" for n in range(total)} - got.keys()
+    assert not missing, f"seed {seed}: {len(missing)} serials lost, e.g. {sorted(missing)[:5]}"
+    doubled = {serial: count for serial, count in got.items() if count > 1}
+    assert not doubled, f"seed {seed}: serials stored twice: {list(doubled.items())[:5]}"
+    # The test bites only if a resend happened: JetStream must have dropped some.
+    assert "dropped as duplicates" in log, f"seed {seed}: no resend to deduplicate"
