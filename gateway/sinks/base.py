@@ -96,6 +96,8 @@ class Sink(ABC):
         self._cursor = 0  # delivered (or skipped) up to here
         self._written = 0  # the cursor as the outbox holds it
         self._written_at = 0.0
+        self._prefetched: asyncio.Future[Page] | None = None
+        self._writing: asyncio.Future[None] | None = None
         self.delivered = 0
         self.retries = 0
         self.parked = 0
@@ -149,10 +151,11 @@ class Sink(ABC):
                 dropped = self.dropped  # a sink counts what it drops on purpose in deliver()
                 try:
                     await self.prepare()
-                    page = await self._outbox.read_pending(
-                        self.name, self.types, self._settings.batch_max_events, self._cursor
-                    )
+                    page = await self._next_page()
                     if page.rows:
+                        # The next page is read while this one is on its way (a drain after
+                        # an outage runs at the far side's pace, not at disk-then-network's).
+                        self._prefetched = asyncio.ensure_future(self._read(page.upto))
                         await self.deliver(page.rows)
                         self.delivered += len(page.rows) - (self.dropped - dropped)
                         if self._cursor_delay_s:
@@ -161,6 +164,7 @@ class Sink(ABC):
                     else:
                         await self._skip(page.upto)
                 except RetryableSinkError as exc:
+                    await self._drop_prefetched()
                     if await self._confirmed(page, exc.confirmed, dropped):
                         failures = 0
                     logged = self._failed(str(exc), logged, traceback=False)
@@ -168,10 +172,12 @@ class Sink(ABC):
                     failures += 1
                     continue
                 except RejectedBatchError as exc:
+                    await self._drop_prefetched()
                     await self._confirmed(page, exc.confirmed, dropped)
                     await self._park(page, exc)
                     continue
                 except Exception as exc:  # a bug in a sink: never let it end the gateway
+                    await self._drop_prefetched()
                     logged = self._failed(f"{type(exc).__name__}: {exc}", logged, traceback=True)
                     await self._backoff(failures, None)
                     failures += 1
@@ -183,7 +189,30 @@ class Sink(ABC):
                 if not page.rows:
                     await self._idle()
         finally:
+            await self._drop_prefetched()
+            if self._writing is not None:  # the last cursor move, even when stopping
+                await self._writing
             await self.close()
+
+    async def _read(self, after: int) -> Page:
+        return await self._outbox.read_pending(
+            self.name, self.types, self._settings.batch_max_events, after
+        )
+
+    async def _next_page(self) -> Page:
+        prefetched, self._prefetched = self._prefetched, None
+        if prefetched is not None:
+            page = await prefetched
+            if page.rows and page.rows[0].seq > self._cursor:
+                return page
+        return await self._read(self._cursor)
+
+    async def _drop_prefetched(self) -> None:
+        """A read ahead of a page that failed: read again from where the cursor stands."""
+        prefetched, self._prefetched = self._prefetched, None
+        if prefetched is not None:
+            with contextlib.suppress(Exception):  # its error will come again on the reread
+                await prefetched
 
     def _failed(self, reason: str, logged: str | None, traceback: bool) -> str:
         """Count a failed attempt; log its reason when it is new in this streak of failures."""
@@ -227,9 +256,13 @@ class Sink(ABC):
         self.parked += 1
 
     async def _advance(self, upto: int) -> None:
+        """Move the cursor; its write (an fsync) goes on while the next page is delivered,
+        one write at a time, each awaited before the next (so its error is not lost)."""
         self._cursor = max(self._cursor, upto)
         if self._cursor > self._written:
-            await self._outbox.advance(self.name, self._cursor)
+            if self._writing is not None:
+                await self._writing
+            self._writing = asyncio.ensure_future(self._outbox.advance(self.name, self._cursor))
             self._written, self._written_at = self._cursor, time.monotonic()
 
     async def _skip(self, upto: int) -> None:

@@ -43,6 +43,7 @@ _CLOSE_TIMEOUT_S = 2.0
 # drop one (a dropped ack would only resend, but a resend of a whole page each time).
 _ACK_PENDING_MSGS = 1_000_000
 _NO_RESPONDERS = "503"  # NATS status: no stream listens on the subject
+_WRITE_CHUNK = 200  # publishes buffered before the flusher may write them
 
 
 def subject_covers(pattern: str, subject: str) -> bool:
@@ -73,6 +74,8 @@ class NatsSink(Sink):
         self.subjects = f"{settings.subject_prefix}.{store_id}.>"
         self._subject_root = f"{settings.subject_prefix}.{store_id}."
         self._client: NatsClient | None = None
+        self._connecting: asyncio.Task[NatsClient] | None = None
+        self._connect_error: str | None = None
         self._stream_checked = False
         self._inbox = ""
         self._acks: dict[int, str | None] = {}  # seq -> None when stored, else why not
@@ -86,7 +89,7 @@ class NatsSink(Sink):
 
     async def prepare(self) -> None:
         if self._client is None:
-            self._client = await self._connect()
+            self._client = await self._connected()
             self._inbox = self._client.new_inbox()
             await self._client.subscribe(
                 f"{self._inbox}.*", cb=self._on_ack, pending_msgs_limit=_ACK_PENDING_MSGS
@@ -95,7 +98,24 @@ class NatsSink(Sink):
             await self._check_stream(self._client)
             self._stream_checked = True
 
+    async def _connected(self) -> NatsClient:
+        """The client once connected. nats-py's first connect retries for ever (as we ask
+        it to), so it runs on its own task, and until it succeeds each attempt of the loop
+        reports the last reason it gave."""
+        if self._connecting is None:
+            self._connecting = asyncio.create_task(self._connect(), name="nats-connect")
+        await asyncio.wait([self._connecting], timeout=_CONNECT_TIMEOUT_S)
+        if not self._connecting.done():
+            raise RetryableSinkError(
+                f"cannot connect to {self._url}: {self._connect_error or 'no answer'}"
+            )
+        connecting, self._connecting = self._connecting, None
+        return connecting.result()
+
     async def close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+            self._connecting = None
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(Exception):  # closing is best effort: we are stopping
@@ -112,7 +132,9 @@ class NatsSink(Sink):
         self._page_acked.clear()
         self._last_seq = rows[-1].seq
         try:
-            for row in rows:
+            for index, row in enumerate(rows, 1):
+                if index % _WRITE_CHUNK == 0:  # let nats-py's flusher send, the server start
+                    await asyncio.sleep(0)
                 await client.publish(
                     self.subject(row.type),
                     row.body.encode(),
@@ -183,8 +205,10 @@ class NatsSink(Sink):
         reported: set[str] = set()
 
         async def on_error(exc: Exception) -> None:
-            text = f"{type(exc).__name__}: {exc}"
-            if text not in reported:  # nats-py reports each failed reconnect: once is enough
+            text = self._connect_error = f"{type(exc).__name__}: {exc}"
+            # Before the first connect the delivery loop reports it; after, nats-py reports
+            # each failed reconnect: once is enough.
+            if self._client is not None and text not in reported:
                 reported.add(text)
                 log.warning("%s: %s: %s", self.label, self._url, text)
 
@@ -196,6 +220,7 @@ class NatsSink(Sink):
 
         async def on_reconnected() -> None:
             reported.clear()
+            self._connect_error = None
             log.info("%s: reconnected to %s", self.label, self._url)
             self.wake()
 

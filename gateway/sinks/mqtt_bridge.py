@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 _CONNECT_TIMEOUT_S = 5.0  # TCP, TLS and CONNACK from a broker in the region
 _CONTENT_TYPE = b"application/cloudevents+json"
 _MAX_PACKET_ID = 65_535
-_READ_CHUNK_BYTES = 256 * 1024  # PUBACKs are 4 bytes: one read takes thousands of them
+_READ_CHUNK_BYTES = 256 * 1024
+# Publishes written at a time: the broker starts on the first while we build the rest.
+_WRITE_CHUNK = 200  # PUBACKs are 4 bytes: one read takes thousands of them
 
 # Packet types (the high nibble of the first byte) and property identifiers, MQTT 5.0 §2.
 _CONNACK, _PUBACK, _PINGRESP, _DISCONNECT = 2, 4, 13, 14
@@ -355,8 +357,8 @@ class MqttBridgeSink(Sink):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._bridge.ack_timeout_s
         while acked < len(rows):
-            packets = []
-            while sent < len(rows) and len(in_flight) < window:
+            packets: list[bytes] = []
+            while sent < len(rows) and len(in_flight) < window and len(packets) < _WRITE_CHUNK:
                 packet_id = connection.next_packet_id()
                 packet = self._packet(rows[sent], packet_id)
                 limit = connection.maximum_packet_bytes
@@ -372,10 +374,12 @@ class MqttBridgeSink(Sink):
             try:
                 if packets:
                     await connection.write(b"".join(packets))
-                async with asyncio.timeout_at(deadline):
-                    while not connection.acks and connection.lost is None:
-                        connection.news.clear()
-                        await connection.news.wait()
+                    await asyncio.sleep(0)  # let the reader take the PUBACKs that came
+                if sent == len(rows) or len(in_flight) >= window:
+                    async with asyncio.timeout_at(deadline):
+                        while not connection.acks and connection.lost is None:
+                            connection.news.clear()
+                            await connection.news.wait()
             except (OSError, TimeoutError) as exc:
                 lost = connection.lost or (
                     f"no PUBACK within {self._bridge.ack_timeout_s:g} s"
