@@ -3,7 +3,8 @@
 A broker (mosquitto on a free port with a temporary config, or amqtt in-process when mosquitto
 is not installed), the device simulators of ``firmware_stubs/`` publishing ESPresense and
 barcode traffic, the gateway, and a local stand-in for the central record receiving the HTTP
-batches. It prints where everything is, then one live status line, and stops cleanly on Ctrl-C.
+batches (or, with ``--sink nats``, a local ``nats-server -js`` receiving the NATS sink's
+stream). It prints where everything is, then one live status line, and stops cleanly on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import nats
+import nats.js.errors
 import paho.mqtt.client as paho
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware_stubs.store_sim import StoreSimulator
 from gateway.app import OUTBOX_FILE_NAME, Gateway
-from gateway.config import Settings
+from gateway.config import NatsSinkSettings, Settings
 from gateway.localbroker import AmqttBroker, Mosquitto
 from gateway.receiver import Receiver
+from gateway.sinks.localnats import NatsServer
 
 EXAMPLES = Path(__file__).parent / "examples"
 EXAMPLE_STORE = EXAMPLES / "store.yaml"  # zones, audiences and the coffee machine's slot
@@ -36,7 +40,31 @@ _QUIET_S = 0.2  # loopback delivery takes milliseconds: this long without news m
 _SETTLE_TIMEOUT_S = 10.0  # a stuck gateway must not keep Ctrl-C from ending the demo
 
 
-async def run_demo(seconds: float | None, sightings_per_s: float) -> None:
+class _NatsCentral:
+    """``--sink nats``: a local ``nats-server -js`` stands in for the chain's JetStream."""
+
+    def __init__(self, directory: Path) -> None:
+        self.server = NatsServer(directory=directory)
+        self.url = self.server.url
+
+    async def __aenter__(self) -> _NatsCentral:
+        await asyncio.to_thread(self.server.start)
+        self._client = await nats.connect(self.url)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._client.close()
+        await asyncio.to_thread(self.server.stop)
+
+    async def held(self) -> int:
+        try:
+            info = await self._client.jetstream().stream_info(NatsSinkSettings().stream)
+        except nats.js.errors.NotFoundError:
+            return 0  # the sink creates it on its first connect
+        return info.state.messages
+
+
+async def run_demo(seconds: float | None, sightings_per_s: float, sink: str = "http") -> None:
     workdir = Path(tempfile.mkdtemp(prefix="lantern-demo-"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -56,7 +84,14 @@ async def run_demo(seconds: float | None, sightings_per_s: float) -> None:
         await amqtt.start()
         broker_url, broker_kind, protocol = amqtt.url, "amqtt (in-process)", "3.1.1"
     try:
-        async with Receiver() as central:
+        async with Receiver() as receiver, contextlib.AsyncExitStack() as stack:
+            central: Receiver | _NatsCentral = receiver
+            sink_settings: dict[str, object] = {"http_sink": {"url": receiver.url}}
+            watch = "GET it for a count"
+            if sink == "nats":
+                central = await stack.enter_async_context(_NatsCentral(workdir / "nats"))
+                sink_settings = {"nats_sink": {"url": central.url, "create_stream": True}}
+                watch = f"JetStream, stream {NatsSinkSettings().stream}"
             store = yaml.safe_load(EXAMPLE_STORE.read_text(encoding="utf-8"))
             rules_dir = workdir / "rules"  # a copy: edit it live without touching the examples
             shutil.copytree(EXAMPLE_RULES, rules_dir)
@@ -65,7 +100,7 @@ async def run_demo(seconds: float | None, sightings_per_s: float) -> None:
                     **store,
                     "data_dir": workdir / "data",
                     "mqtt": {"url": broker_url, "protocol": protocol},
-                    "http_sink": {"url": central.url},
+                    **sink_settings,
                     "web": {"port": 0},
                     "rules": {"dir": rules_dir},
                 }
@@ -76,7 +111,7 @@ async def run_demo(seconds: float | None, sightings_per_s: float) -> None:
                 "Lantern demo: a simulated store on this machine\n"
                 f"  broker          {broker_url}  ({broker_kind}; watch: "
                 f"mosquitto_sub -p {port} -t '#' -v)\n"
-                f"  central record  {central.url}  (GET it for a count)\n"
+                f"  central record  {central.url}  ({watch})\n"
                 f"  outbox          {settings.data_dir / OUTBOX_FILE_NAME}\n"
                 f"  rules           {rules_dir} (edit them: they reload live)\n"
                 f"  devices         {sightings_per_s:g} ESPresense sightings/s, 3 tills scanning,\n"
@@ -103,8 +138,12 @@ async def run_demo(seconds: float | None, sightings_per_s: float) -> None:
                     print("\nthe gateway did not settle in time; stopping it anyway", flush=True)
                 gateway_stop.set()
             print(
-                f"\nstopped: the central record holds {len(central.events)} events "
-                f"({central.redeliveries} redeliveries deduplicated)."
+                f"\nstopped: the central record holds {await _held(central)} events "
+                + (
+                    f"({central.redeliveries} redeliveries deduplicated)."
+                    if isinstance(central, Receiver)
+                    else "(JetStream drops a resend by its Nats-Msg-Id)."
+                )
             )
     finally:
         if mosquitto is not None:
@@ -164,14 +203,20 @@ async def _settled(gateway: Gateway) -> None:
             await asyncio.sleep(_QUIET_S / 4)
 
 
-async def _status_line(gateway: Gateway, central: Receiver, stop: asyncio.Event) -> None:
+async def _held(central: Receiver | _NatsCentral) -> int:
+    return len(central.events) if isinstance(central, Receiver) else await central.held()
+
+
+async def _status_line(
+    gateway: Gateway, central: Receiver | _NatsCentral, stop: asyncio.Event
+) -> None:
     await gateway.ready.wait()
     if gateway.web is not None:
         print(f"  status page     {gateway.web.url}/  (rules, occupancy, devices)", flush=True)
     interactive = sys.stdout.isatty()
     while not stop.is_set():
         snapshot = await gateway.snapshot()
-        line = f"{snapshot.line()} | central holds {len(central.events)}"
+        line = f"{snapshot.line()} | central holds {await _held(central)}"
         print(
             f"\r{line:<160}" if interactive else line, end="" if interactive else "\n", flush=True
         )
