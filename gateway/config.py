@@ -219,6 +219,7 @@ class NatsSinkSettings(ForwardingSinkSettings):
     # Publishes in flight are acked within milliseconds; this long without an ack means the
     # server or the route to it is gone, and the page is sent again (duplicates are dropped).
     ack_timeout_s: float = Field(default=10.0, gt=0)
+    # All of a page is in flight at once; larger pages measured no faster here.
     batch_max_events: int = Field(default=2_000, ge=1)
 
 
@@ -234,7 +235,9 @@ class MqttBridgeSinkSettings(ForwardingSinkSettings):
     tls: TlsSettings | None = None  # also on for an mqtts:// URL
     keepalive_s: int = Field(default=30, ge=5)
     ack_timeout_s: float = Field(default=10.0, gt=0)  # as for NATS: no PUBACK this long, resend
-    batch_max_events: int = Field(default=2_000, ge=1)
+    # A page is pipelined up to the broker's Receive Maximum and the pipe runs dry at its end:
+    # pages well beyond the window keep it full (measured 36k events/s at 2,000, 71k at 10,000).
+    batch_max_events: int = Field(default=10_000, ge=1)
 
     @field_validator("topic_prefix")
     @classmethod
