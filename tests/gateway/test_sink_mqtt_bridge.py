@@ -120,7 +120,8 @@ def test_a_central_broker_outage_loses_nothing_and_each_event_keeps_one_id(
     async def scenario() -> None:
         async with open_outbox(tmp_path) as outbox:
             await commit_scans(outbox, first)
-            settings = MqttBridgeSinkSettings(url=central.url, **FAST_RETRY)
+            # Small pages, so that the broker stops mid-drain.
+            settings = MqttBridgeSinkSettings(url=central.url, batch_max_events=500, **FAST_RETRY)
             async with running(MqttBridgeSink(settings, "s1", outbox)) as sink:
                 await wait_until(lambda: sink.delivered > 0)
                 await asyncio.to_thread(central.stop)
