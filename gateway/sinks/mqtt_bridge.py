@@ -56,7 +56,8 @@ _CONNACK_REASONS = {
     0x84: "unsupported protocol version (the broker needs MQTT 5)",
     0x85: "client id not valid (mqtt_bridge_sink.client_id)",
     0x86: "bad user name or password (mqtt_bridge_sink.username / password)",
-    0x87: "not authorized (check the broker's ACL for this client)",
+    # Mosquitto answers a wrong password with this one, not 0x86.
+    0x87: "not authorized (mqtt_bridge_sink.username / password, or the broker's ACL)",
     0x88: "server unavailable",
     0x89: "server busy",
     0x8A: "banned",
