@@ -191,7 +191,8 @@ class Sink(ABC):
         finally:
             await self._drop_prefetched()
             if self._writing is not None:  # the last cursor move, even when stopping
-                await self._writing
+                with contextlib.suppress(Exception):  # lost, it only means a resend
+                    await self._writing
             await self.close()
 
     async def _read(self, after: int) -> Page:
