@@ -22,7 +22,12 @@ def test_the_demo_forwards_to_a_local_jetstream() -> None:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=STOP_TIMEOUT_S)
     finally:
-        process.kill()
+        if process.poll() is None:  # a failure above: stop it as a user would, so that its
+            process.send_signal(signal.SIGINT)  # broker and nats-server stop with it
+            try:
+                process.communicate(timeout=STOP_TIMEOUT_S)
+            finally:
+                process.kill()
     assert process.returncode == 0, output
     stopped = STOPPED.search(output)
     assert stopped is not None and int(stopped.group(1)) > 0, output
