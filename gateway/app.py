@@ -38,10 +38,9 @@ from gateway.pipeline import DedupWindow, Pipeline, Stage
 from gateway.privacy import Pseudonymizer, load_or_create_secret
 from gateway.record import http_mirror_topic
 from gateway.rulesdir import RulesWatcher, read_rules, store_catalog
-from gateway.sinks.http import HttpSink
-from gateway.sinks.mqtt_actions import MqttActionSink
+from gateway.sinks import Sink, build_sinks
 from gateway.sources.ble import BleSource
-from gateway.status import Sink, StatusView
+from gateway.status import StatusView
 from gateway.supervisor import Supervisor
 from gateway.web import WebServer
 from lantern.errors import StartupError
@@ -107,10 +106,7 @@ class Gateway:
                 clock,
             )
             ingest = Ingest(settings.outbox, wiring.pipeline, outbox, clock, mqtt.ack)
-            sinks: list[Sink] = (
-                [HttpSink(settings.http_sink, outbox)] if settings.http_sink.url else []
-            )
-            sinks.append(MqttActionSink(outbox, mqtt))
+            sinks = build_sinks(settings, outbox, mqtt)
             outbox.register_sinks([(sink.name, sink.types) for sink in sinks])
             supervisor = Supervisor(clock)
             watcher = (
@@ -198,7 +194,8 @@ class Gateway:
                 settings.mqtt.host,
                 settings.mqtt.port,
                 settings.data_dir / OUTBOX_FILE_NAME,
-                settings.http_sink.url or "nowhere (no LANTERN_FORWARD_URL)",
+                ", ".join(sink.target for sink in sinks if not sink.local)
+                or "nowhere (no sink configured)",
                 f", status page {self.web.url}" if self.web else "",
             )
             self.ready.set()

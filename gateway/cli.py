@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from datetime import UTC, datetime
+from enum import StrEnum
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -32,6 +33,14 @@ _PROGRESS_INTERVAL_S = 2.0  # a long backtest says how far it got, on stderr, th
 app = typer.Typer(
     help="Lantern: the store's IoT edge gateway.", no_args_is_help=True, add_completion=False
 )
+
+
+class DemoSink(StrEnum):
+    """Where ``lantern demo`` forwards: the sink standing in for the central record."""
+
+    http = "http"
+    nats = "nats"
+
 
 ConfigOption = Annotated[
     Path | None,
@@ -121,13 +130,20 @@ def demo(
         float, typer.Option(help="Stop by itself after this long (default: until Ctrl-C).")
     ] = 0.0,
     rate: Annotated[float, typer.Option(help="Simulated sightings per second.")] = 50.0,
+    sink: Annotated[
+        DemoSink,
+        typer.Option(help="The central record: an HTTP receiver, or a local nats-server -js."),
+    ] = DemoSink.http,
 ) -> None:
     """A whole simulated store on this machine: broker, devices, gateway, central record."""
     from gateway.demo import run_demo
+    from gateway.sinks.localnats import NatsServer
 
+    if sink is DemoSink.nats and NatsServer.binary() is None:
+        _fail("--sink nats needs nats-server installed (Debian: apt-get install nats-server)", 2)
     setup_logging(logging.WARNING)
     try:
-        asyncio.run(run_demo(seconds=seconds or None, sightings_per_s=rate))
+        asyncio.run(run_demo(seconds=seconds or None, sightings_per_s=rate, sink=sink.value))
     except StartupError as exc:
         _fail(str(exc), 1)
 

@@ -3,7 +3,8 @@
 A broker (mosquitto on a free port with a temporary config, or amqtt in-process when mosquitto
 is not installed), the device simulators of ``firmware_stubs/`` publishing ESPresense and
 barcode traffic, the gateway, and a local stand-in for the central record receiving the HTTP
-batches. It prints where everything is, then one live status line, and stops cleanly on Ctrl-C.
+batches (or, with ``--sink nats``, a local ``nats-server -js`` receiving the NATS sink's
+stream). It prints where everything is, then one live status line, and stops cleanly on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import nats
+import nats.js.errors
 import yaml
 
 from firmware_stubs.store_sim import StoreSimulator
 from gateway.app import OUTBOX_FILE_NAME, Gateway
 from gateway.clock import SystemClock
-from gateway.config import MqttSettings, Settings
+from gateway.config import MqttSettings, NatsSinkSettings, Settings
 from gateway.localbroker import AmqttBroker, Mosquitto
 from gateway.mqtt import MqttClient
 from gateway.receiver import Receiver
+from gateway.sinks.localnats import NatsServer
 from gateway.web.tokens import new_token, token_digest
 
 EXAMPLES = Path(__file__).parent / "examples"
@@ -36,7 +40,31 @@ _QUIET_S = 0.2  # loopback delivery takes milliseconds: this long without news m
 _SETTLE_TIMEOUT_S = 10.0  # a stuck gateway must not keep Ctrl-C from ending the demo
 
 
-async def run_demo(seconds: float | None, sightings_per_s: float) -> None:
+class _NatsCentral:
+    """``--sink nats``: a local ``nats-server -js`` stands in for the chain's JetStream."""
+
+    def __init__(self, directory: Path) -> None:
+        self.server = NatsServer(directory=directory)
+        self.url = self.server.url
+
+    async def __aenter__(self) -> _NatsCentral:
+        await asyncio.to_thread(self.server.start)
+        self._client = await nats.connect(self.url)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._client.close()
+        await asyncio.to_thread(self.server.stop)
+
+    async def held(self) -> int:
+        try:
+            info = await self._client.jetstream().stream_info(NatsSinkSettings().stream)
+        except nats.js.errors.NotFoundError:
+            return 0  # the sink creates it on its first connect
+        return int(info.state.messages)
+
+
+async def run_demo(seconds: float | None, sightings_per_s: float, sink: str = "http") -> None:
     workdir = Path(tempfile.mkdtemp(prefix="lantern-demo-"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -56,7 +84,14 @@ async def run_demo(seconds: float | None, sightings_per_s: float) -> None:
         await amqtt.start()
         broker_url, broker_kind, protocol = amqtt.url, "amqtt (in-process)", "3.1.1"
     try:
-        async with Receiver() as central:
+        async with Receiver() as receiver, contextlib.AsyncExitStack() as stack:
+            central: Receiver | _NatsCentral = receiver
+            sink_settings: dict[str, object] = {"http_sink": {"url": receiver.url}}
+            watch = "GET it for a count"
+            if sink == "nats":
+                central = await stack.enter_async_context(_NatsCentral(workdir / "nats"))
+                sink_settings = {"nats_sink": {"url": central.url, "create_stream": True}}
+                watch = f"JetStream, stream {NatsSinkSettings().stream}"
             store = yaml.safe_load(EXAMPLE_STORE.read_text(encoding="utf-8"))
             token = new_token()
             rules_dir = workdir / "rules"  # a copy: edit it live without touching the examples
@@ -66,7 +101,7 @@ async def run_demo(seconds: float | None, sightings_per_s: float) -> None:
                     **store,
                     "data_dir": workdir / "data",
                     "mqtt": {"url": broker_url, "protocol": protocol},
-                    "http_sink": {"url": central.url},
+                    **sink_settings,
                     # The demo's own admin token, shown with the console's address.
                     "web": {
                         "port": 0,
@@ -84,7 +119,7 @@ async def run_demo(seconds: float | None, sightings_per_s: float) -> None:
                 "Lantern demo: a simulated store on this machine\n"
                 f"  broker          {broker_url}  ({broker_kind}; watch: "
                 f"mosquitto_sub -p {port} -t '#' -v)\n"
-                f"  central record  {central.url}  (GET it for a count)\n"
+                f"  central record  {central.url}  ({watch})\n"
                 f"  outbox          {settings.data_dir / OUTBOX_FILE_NAME}\n"
                 f"  rules           {rules_dir} (edit them: they reload live)\n"
                 f"  devices         {sightings_per_s:g} ESPresense sightings/s, 3 tills scanning,\n"
@@ -111,8 +146,12 @@ async def run_demo(seconds: float | None, sightings_per_s: float) -> None:
                     print("\nthe gateway did not settle in time; stopping it anyway", flush=True)
                 gateway_stop.set()
             print(
-                f"\nstopped: the central record holds {len(central.events)} events "
-                f"({central.redeliveries} redeliveries deduplicated)."
+                f"\nstopped: the central record holds {await _held(central)} events "
+                + (
+                    f"({central.redeliveries} redeliveries deduplicated)."
+                    if isinstance(central, Receiver)
+                    else "(JetStream drops a resend by its Nats-Msg-Id)."
+                )
             )
     finally:
         if mosquitto is not None:
@@ -171,8 +210,12 @@ async def _settled(gateway: Gateway) -> None:
             await asyncio.sleep(_QUIET_S / 4)
 
 
+async def _held(central: Receiver | _NatsCentral) -> int:
+    return len(central.events) if isinstance(central, Receiver) else await central.held()
+
+
 async def _status_line(
-    gateway: Gateway, central: Receiver, stop: asyncio.Event, token: str
+    gateway: Gateway, central: Receiver | _NatsCentral, stop: asyncio.Event, token: str
 ) -> None:
     await gateway.ready.wait()
     if gateway.web is not None:
@@ -184,7 +227,7 @@ async def _status_line(
     interactive = sys.stdout.isatty()
     while not stop.is_set():
         snapshot = await gateway.status.snapshot()
-        line = f"{snapshot.line()} | central holds {len(central.events)}"
+        line = f"{snapshot.line()} | central holds {await _held(central)}"
         print(
             f"\r{line:<160}" if interactive else line, end="" if interactive else "\n", flush=True
         )

@@ -32,7 +32,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from gateway.batch import Batch
 from gateway.config import OutboxSettings
@@ -120,12 +120,29 @@ class Pressure:
     full: str | None
 
 
+class PendingRow(NamedTuple):
+    """One event a sink has yet to deliver."""
+
+    seq: int
+    id: str
+    type: str
+    body: str  # the structured CloudEvent as JSON
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
-    """Events a sink has yet to deliver: ``rows`` as (seq, body), and the cursor after them."""
+    """Events a sink has yet to deliver, in order, and the cursor after them."""
 
-    rows: list[tuple[int, str]]
+    rows: list[PendingRow]
     upto: int
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What a sink has yet to deliver: how many events, and when the oldest was committed."""
+
+    count: int
+    oldest_created_at: float | None
 
 
 class Outbox:
@@ -143,6 +160,7 @@ class Outbox:
         self._readers = _Readers()
         self.full: str | None = None  # why the last commit found no room, until one does
         self.events_committed = 0
+        self.transactions = 0  # fsync'd writes: batch commits, cursor moves, parked batches
         self.dead_letters_committed = 0
         self.last_seq = 0
 
@@ -229,6 +247,7 @@ class Outbox:
             self.full = str(exc)
             raise
         self.full = None
+        self.transactions += 1
         self.events_committed += len(batch.events)
         self.dead_letters_committed += len(batch.dead_letters)
         self._committed.set()
@@ -246,21 +265,29 @@ class Outbox:
         """The dedup window's digests, oldest first, to rebuild the in-memory set at start."""
         return await self._call(_recent_digests, self._settings.dedup_window_messages)
 
-    async def read_pending(self, sink: str, types: TypeFilter, limit: int) -> Page:
-        return await self._call(_read_pending, sink, types, limit, self._readers)
+    async def read_pending(
+        self, sink: str, types: TypeFilter, limit: int, after: int | None = None
+    ) -> Page:
+        """The next events for ``sink``: after its stored cursor, or after ``after``, which a
+        sink that keeps its cursor in memory between writes gives."""
+        return await self._call(_read_pending, sink, types, limit, after, self._readers)
+
+    async def cursor(self, sink: str) -> int:
+        return await self._call(_cursor, sink)
 
     async def advance(self, sink: str, upto: int) -> None:
         await self._call(_advance, sink, upto)
+        self.transactions += 1
 
     async def park(self, sink: str, page: Page, status: int | None, reason: str) -> None:
         await self._call(_park, sink, page, status, reason)
+        self.transactions += 1
 
     async def pending_count(self, sink: str, types: TypeFilter) -> int:
-        return await self._call(_pending_count, sink, types)
+        return (await self.backlog(sink, types)).count
 
-    async def oldest_pending_at(self, sink: str, types: TypeFilter) -> float | None:
-        """When the oldest event the sink has yet to deliver was committed (Unix seconds)."""
-        return await self._call(_oldest_pending_at, sink, types)
+    async def backlog(self, sink: str, types: TypeFilter) -> Backlog:
+        return await self._call(_backlog, sink, types)
 
     async def load_state(self, key: str) -> str | None:
         return await self._call(_load_state, key)
@@ -538,20 +565,28 @@ class TypeFilter:
 
 
 def _read_pending(
-    conn: sqlite3.Connection, sink: str, types: TypeFilter, limit: int, readers: _Readers
+    conn: sqlite3.Connection,
+    sink: str,
+    types: TypeFilter,
+    limit: int,
+    after: int | None,
+    readers: _Readers,
 ) -> Page:
-    cursor = _cursor(conn, sink)
+    cursor = _cursor(conn, sink) if after is None else after
     newest = _last_seq(conn)
     clause, params = types.sql()
-    rows = conn.execute(
-        "SELECT seq, body FROM events WHERE seq > ? AND seq <= ?"
-        + clause
-        + " ORDER BY seq LIMIT ?",
-        (cursor, newest, *params, limit),
-    ).fetchall()
+    rows = [
+        PendingRow(*row)
+        for row in conn.execute(
+            "SELECT seq, id, type, body FROM events WHERE seq > ? AND seq <= ?"
+            + clause
+            + " ORDER BY seq LIMIT ?",
+            (cursor, newest, *params, limit),
+        )
+    ]
     # A short page means nothing else up to `newest` is for this sink: skip past it all, so
     # that excluded events do not hold back retention.
-    upto = rows[-1][0] if len(rows) == limit else newest
+    upto = rows[-1].seq if len(rows) == limit else newest
     readers.read_upto[sink] = upto
     return Page(rows=rows, upto=upto)
 
@@ -565,32 +600,24 @@ def _advance(conn: sqlite3.Connection, sink: str, upto: int) -> None:
 
 
 def _park(conn: sqlite3.Connection, sink: str, page: Page, status: int | None, reason: str) -> None:
-    body = "[" + ",".join(body for _, body in page.rows) + "]"
+    body = "[" + ",".join(row.body for row in page.rows) + "]"
     conn.execute("BEGIN IMMEDIATE")
     conn.execute(
         "INSERT INTO parked (sink, parked_at, first_seq, last_seq, status, reason, body)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (sink, time.time(), page.rows[0][0], page.rows[-1][0], status, reason, body),
+        (sink, time.time(), page.rows[0].seq, page.rows[-1].seq, status, reason, body),
     )
     _advance(conn, sink, page.upto)
     conn.execute("COMMIT")
 
 
-def _pending_count(conn: sqlite3.Connection, sink: str, types: TypeFilter) -> int:
+def _backlog(conn: sqlite3.Connection, sink: str, types: TypeFilter) -> Backlog:
     clause, params = types.sql()
-    row = conn.execute(
-        "SELECT count(*) FROM events WHERE seq > ?" + clause, (_cursor(conn, sink), *params)
-    ).fetchone()
-    return int(row[0])
-
-
-def _oldest_pending_at(conn: sqlite3.Connection, sink: str, types: TypeFilter) -> float | None:
-    clause, params = types.sql()
-    row = conn.execute(
-        "SELECT created_at FROM events WHERE seq > ?" + clause + " ORDER BY seq LIMIT 1",
+    count, oldest = conn.execute(
+        "SELECT count(*), min(created_at) FROM events WHERE seq > ?" + clause,
         (_cursor(conn, sink), *params),
     ).fetchone()
-    return float(row[0]) if row else None
+    return Backlog(int(count), oldest)
 
 
 def _load_state(conn: sqlite3.Connection, key: str) -> str | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from devices.health import Inventory
@@ -198,6 +198,9 @@ class RulesStage(Stage):
                     "payload": action.payload,
                     "qos": action.qos,
                     "retain": action.retain,
+                    "expires_at": None
+                    if action.ttl_s is None
+                    else (action.time + timedelta(seconds=action.ttl_s)).isoformat(),
                 },
             )
         data: dict[str, Any] = {"rule": action.rule, **(action.data or {})}

@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
@@ -30,7 +30,8 @@ from gateway.clock import Clock
 from gateway.config import Settings
 from gateway.ingest import Ingest
 from gateway.mqtt import MqttClient
-from gateway.outbox import Outbox, Pressure, TypeFilter
+from gateway.outbox import Outbox, Pressure
+from gateway.sinks import Sink
 from gateway.supervisor import PartState, Supervisor
 from lantern.errors import RuleProblem, RulesInvalid
 from rules.engine import Trace
@@ -58,22 +59,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 # and 20 % leaves a technician a week or two to swap a scanner's.
 LOW_BATTERY_PCT = 20.0
 LOW_BATTERY_MV = 2_500.0
-_SINK_FIELDS = ("delivered", "parked", "last_error", "local")  # what every sink has
-
-
-class Sink(Protocol):
-    """What the gateway runs and shows of a sink."""
-
-    name: str
-    delivered: int
-    parked: int
-    last_error: str | None
-    local: bool  # delivers inside the store (rule actions), not to the central record
-
-    @property
-    def types(self) -> TypeFilter: ...
-
-    async def run(self) -> None: ...
+# What every sink has (gateway/sinks/base.py); the backlog comes from sink_backlogs().
+_SINK_FIELDS = ("target", "local", "delivered", "retries", "parked", "dropped", "last_error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,13 +183,12 @@ class StatusView:
 
     async def sink_backlogs(self) -> dict[str, dict[str, Any]]:
         """Per sink: events it has yet to deliver, and the age of the oldest in seconds."""
-        now = self._clock.now().timestamp()
         backlogs = {}
         for sink in self._sinks:
-            oldest = await self._outbox.oldest_pending_at(sink.name, sink.types)
+            state = await sink.status()
             backlogs[sink.name] = {
-                "pending": await self._outbox.pending_count(sink.name, sink.types),
-                "oldest_pending_age_s": max(0.0, now - oldest) if oldest is not None else None,
+                "pending": state.cursor_lag,
+                "oldest_pending_age_s": state.oldest_undelivered_age_s,
             }
         return backlogs
 

@@ -22,9 +22,12 @@
     │   └── OutboxFull                  no room for a batch: the disk is full, or the budget is
     │                                   full of events that are never dropped; nothing was
     │                                   written, acknowledgements wait, the commit is retried
-    └── SinkError                       a sink cannot deliver a batch
-        ├── RetryableSinkError          5xx, 429, connection trouble: retried with backoff
-        └── RejectedBatchError          refused for good (another 4xx): parked with the reason
+    └── SinkError                       a sink cannot deliver a batch (``confirmed``: how
+        │                               much of its head the far side took first)
+        ├── RetryableSinkError          5xx, 429, connection trouble, no ack: retried with
+        │                               backoff
+        └── RejectedBatchError          refused for good (another 4xx, a refused publish):
+                                        parked with the reason
 
 Every ``InputError`` is also a ``ValueError``, so code that validates values (pydantic
 validators, ``json``) treats them as it treats any bad value.
@@ -146,20 +149,32 @@ class OutboxFull(OutboxError):
 
 
 class SinkError(LanternError):
-    """A sink could not deliver a batch."""
+    """A sink could not deliver a batch; ``confirmed`` rows at its head were delivered."""
+
+    def __init__(self, reason: str, confirmed: int = 0) -> None:
+        super().__init__(reason)
+        self.confirmed = confirmed
 
 
 class RetryableSinkError(SinkError):
     """Delivery failed in a way that may pass later (5xx, 429, connection error)."""
 
-    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
-        super().__init__(reason)
+    def __init__(self, reason: str, retry_after_s: float | None = None, confirmed: int = 0) -> None:
+        super().__init__(reason, confirmed)
         self.retry_after_s = retry_after_s
 
 
 class RejectedBatchError(SinkError):
-    """The far side refused the batch for good (a 4xx other than 429)."""
+    """The far side refused for good (a 4xx other than 429): the rows after the ``confirmed``
+    ones, or only the next ``refused`` of them."""
 
-    def __init__(self, reason: str, status: int | None = None) -> None:
-        super().__init__(reason)
+    def __init__(
+        self,
+        reason: str,
+        status: int | None = None,
+        confirmed: int = 0,
+        refused: int | None = None,
+    ) -> None:
+        super().__init__(reason, confirmed)
         self.status = status
+        self.refused = refused

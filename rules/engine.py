@@ -132,6 +132,7 @@ class Action(BaseModel):
     payload: Any = None
     qos: int = 1
     retain: bool = False
+    ttl_s: float | None = None  # a publish's: how long after ``time`` it may still go out
     event_type: str | None = None
     data: dict[str, Any] | None = None
 
@@ -415,6 +416,7 @@ def _render(rule: Rule, scope: _Scope, visitor: str | None) -> list[Action]:
                         payload=spec.publish.payload.render(scope.context),
                         qos=spec.publish.qos,
                         retain=spec.publish.retain,
+                        ttl_s=spec.publish.ttl,
                     )
                 )
             elif spec.emit is not None:

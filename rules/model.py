@@ -298,6 +298,9 @@ class Publish(_Frozen):
     payload: Annotated[JsonTemplate, PlainValidator(JsonTemplate)]
     qos: Literal[0, 1] = 1  # QoS 2 costs two more round trips for nothing a screen needs
     retain: bool = False
+    # Unpublished this long after its trigger (the broker down), the action is dropped: an
+    # offer for a shopper who has left is worthless. 5 minutes covers a broker restart.
+    ttl: Duration = 300.0
 
 
 class Emit(_Frozen):

@@ -103,6 +103,7 @@ def test_a_matching_rule_fires_with_its_topic_and_payload_rendered() -> None:
             payload={"offer": "pods-10", "visitor": "v1"},
             qos=1,
             retain=False,
+            ttl_s=300.0,  # the default: 5 minutes
         ),
         Action(
             rule="offer",

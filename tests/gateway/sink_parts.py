@@ -1,0 +1,129 @@
+"""What the sink tests and the drain benchmark share: committed events, a sink running on its
+own task, and a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import nats
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from gateway.batch import Batch, EventRow
+from gateway.config import OutboxSettings
+from gateway.localbroker import Mosquitto
+from gateway.outbox import Outbox
+from gateway.sinks.base import Sink
+from gateway.sinks.localnats import NatsServer
+
+_serials = itertools.count()
+# Tests and the benchmark commit in bulk; durability per commit is not what they measure.
+FAST_OUTBOX = OutboxSettings(synchronous="NORMAL")
+
+
+def scan_event(serial: str, store: str = "s1") -> EventRow:
+    """A barcode read as the gateway commits it: a structured CloudEvent with a unique id."""
+    event_id = str(uuid.uuid4())
+    body = {
+        "specversion": "1.0",
+        "id": event_id,
+        "type": "lantern.scan.read",
+        "source": f"/stores/{store}/devices/till-1",
+        "subject": "till-1",
+        "time": "2026-11-22T19:34:53.536Z",
+        "datacontenttype": "application/json",
+        "data": {
+            "code": f"]C1010950110153100021{serial}",
+            "gtin": "09501101531000",
+            "ai": {"21": serial},
+        },
+    }
+    return EventRow(event_id, "lantern.scan.read", json.dumps(body, separators=(",", ":")))
+
+
+def sighting_event() -> EventRow:
+    event_id = str(uuid.uuid4())
+    body = {"specversion": "1.0", "id": event_id, "type": "lantern.presence.sighted", "data": {}}
+    return EventRow(event_id, "lantern.presence.sighted", json.dumps(body))
+
+
+def serials(count: int) -> list[str]:
+    return [f"SN{next(_serials):08d}" for _ in range(count)]
+
+
+async def commit_scans(outbox: Outbox, numbers: list[str], per_batch: int = 5_000) -> None:
+    for start in range(0, len(numbers), per_batch):
+        await outbox.commit(
+            Batch(events=[scan_event(n) for n in numbers[start : start + per_batch]])
+        )
+
+
+@asynccontextmanager
+async def open_outbox(directory: Path) -> AsyncIterator[Outbox]:
+    async with Outbox(directory / "outbox.sqlite", FAST_OUTBOX) as outbox:
+        yield outbox
+
+
+@asynccontextmanager
+async def running(sink: Sink) -> AsyncIterator[Sink]:
+    task = asyncio.create_task(sink.run(), name=f"sink:{sink.name}")
+    try:
+        yield sink
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@contextlib.contextmanager
+def mosquitto_with_persistence() -> Iterator[Mosquitto]:
+    """A Mosquitto that really persists: started as root, mosquitto runs as the user mosquitto,
+    so its folder must be open to that user, or it keeps no log and no persistence and a
+    restart loses every queued message (a test's tmp_path is not)."""
+    directory = Path(tempfile.mkdtemp(prefix="lantern-sink-broker-"))
+    directory.chmod(0o777)
+    broker = Mosquitto(directory=directory)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def nats_server(directory: Path) -> Iterator[NatsServer]:
+    server = NatsServer(directory=directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def stream_messages(url: str, stream: str, subjects: str) -> list[Msg]:
+    """Every message the stream holds on ``subjects``, in order."""
+    client = await nats.connect(url)
+    try:
+        jetstream = client.jetstream()
+        total = (await jetstream.stream_info(stream)).state.messages
+        messages: list[Msg] = []
+        if total:
+            consumer = await jetstream.pull_subscribe(
+                subjects, stream=stream, config=ConsumerConfig(ack_policy=AckPolicy.NONE)
+            )
+            while len(messages) < total:
+                messages.extend(await consumer.fetch(min(1_000, total - len(messages)), timeout=5))
+            await consumer.unsubscribe()
+        return messages
+    finally:
+        await client.close()
