@@ -1,14 +1,20 @@
 """A broker of our own on a free port: Mosquitto when it is installed, else amqtt in-process.
 
-The demo runs one; the tests run one per session (and stop and restart it to play a broker
-outage). The Mosquitto configuration carries the same tuning as the store box's broker
+The demo runs one; the tests run one per session (and stop, kill and restart it to play a
+broker outage). The Mosquitto configuration carries the same tuning as the store box's broker
 (``systemd/mosquitto-lantern.conf``): persistence on, and queues deep enough that a slow or
 absent gateway loses nothing (Mosquitto's default of 1,000 queued messages drops silently).
+
+Mosquitto started as root drops to the ``mosquitto`` user unless told otherwise; that user
+cannot write a temporary folder of ours (0700), so it would keep no log and no persistence,
+and a restart would lose every queued message. The generated config names the user we run as.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -33,6 +39,12 @@ persistent_client_expiration 2d
 _READY_TIMEOUT_S = 10.0
 
 
+def run_as_this_user() -> str:
+    """The config line that keeps mosquitto as the user who started it (as root, it would
+    drop to ``mosquitto``, which cannot read or write our folders)."""
+    return f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -52,11 +64,19 @@ def wait_for_port(port: int, timeout_s: float = _READY_TIMEOUT_S) -> None:
 
 
 class Mosquitto:
-    """A mosquitto process with a temporary config and store; stop() and start() keep the port."""
+    """A mosquitto process with a temporary config and store; stop(), kill() and start() keep
+    the port and the store, so a restarted broker resumes its persistent sessions.
 
-    def __init__(self, port: int | None = None, directory: Path | None = None) -> None:
+    ``extra_config`` comes after the shipped tuning, and a later line wins: a fault test's
+    broker may save on every change instead of every 10 s.
+    """
+
+    def __init__(
+        self, port: int | None = None, directory: Path | None = None, extra_config: str = ""
+    ) -> None:
         self.port = port or free_port()
         self._directory = directory or Path(tempfile.mkdtemp(prefix="lantern-mosquitto-"))
+        self._extra_config = extra_config
         self._process: subprocess.Popen[bytes] | None = None
 
     @staticmethod
@@ -72,8 +92,9 @@ class Mosquitto:
         config.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
-            f"persistence_location {self._directory}/\n"
-            f"log_dest file {self._directory}/mosquitto.log\n" + BROKER_TUNING
+            + run_as_this_user()
+            + f"persistence_location {self._directory}/\n"
+            f"log_dest file {self._directory}/mosquitto.log\n" + BROKER_TUNING + self._extra_config
         )
         self._process = subprocess.Popen(
             ["mosquitto", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -94,6 +115,14 @@ class Mosquitto:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+            self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a power cut or the OOM killer: no save, what it held since its last
+        save is gone."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
             self._process = None
 
     def log_text(self) -> str:

@@ -1,24 +1,32 @@
-"""Shared test tools: an in-process gateway, a device that publishes, the outbox on disk, and
-waiting for a condition."""
+"""Shared test tools: an in-process gateway, ``lantern run`` as a process, a device that
+publishes, a consumer that subscribes, the outbox on disk, and waiting for a condition."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 import itertools
+import json
+import os
 import sqlite3
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from gateway.app import OUTBOX_FILE_NAME, Gateway
 from gateway.clock import Clock
 from gateway.config import Settings
+from gateway.localbroker import Mosquitto
 from gateway.status import StatusView
 
 _client_ids = itertools.count()
@@ -138,3 +146,127 @@ class Publisher:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+    user_properties: list[tuple[str, str]]
+    correlation_data: bytes | None
+    content_type: str | None
+    at: float  # time.monotonic() when it arrived
+
+    @property
+    def event(self) -> Any:
+        return json.loads(self.payload)
+
+
+class Subscriber:
+    """A consumer (the chain's, or a store's screen): an MQTT 5 session that outlives a broker
+    restart or its own absence (the broker queues for it), at QoS 1, on a paho thread.
+
+    A new Subscriber with the same ``client_id`` resumes the session and receives its queue.
+    """
+
+    def __init__(self, port: int, topic: str = "lantern/#", client_id: str | None = None) -> None:
+        self.received: list[Received] = []
+        self._lock = threading.Lock()
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"test-consumer-{next(_client_ids)}",
+            protocol=paho.MQTTv5,
+        )
+        self.client.on_message = self._on_message
+        self.client.on_connect = lambda client, *_: client.subscribe(topic, qos=1)
+        self.client.reconnect_delay_set(0.05, 0.5)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = 3600  # the broker keeps the queue while we are away
+        self.client.connect("127.0.0.1", port, clean_start=False, properties=properties)
+        self.client.loop_start()
+
+    def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        properties = message.properties
+        with self._lock:
+            self.received.append(
+                Received(
+                    message.topic,
+                    message.payload,
+                    bool(message.retain),
+                    list(getattr(properties, "UserProperty", [])),
+                    getattr(properties, "CorrelationData", None),
+                    getattr(properties, "ContentType", None),
+                    time.monotonic(),
+                )
+            )
+
+    def close(self) -> None:
+        self.client.disconnect()  # first: it wakes paho's network thread, which then ends
+        self.client.loop_stop()
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+# ``lantern run`` as a real process, configured by its environment alone.
+
+LANTERN = [sys.executable, "-m", "gateway"]
+
+
+def lantern_env(store: str, data_dir: Path, broker: Mosquitto, forward_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LANTERN_")}
+    env.update(
+        LANTERN_STORE_ID=store,
+        LANTERN_DATA_DIR=str(data_dir),
+        LANTERN_MQTT_URL=broker.url,
+        LANTERN_FORWARD_URL=forward_url,
+        LANTERN_OUTBOX__BATCH_MAX_MS="20",
+        LANTERN_HTTP_SINK__RETRY_MAX_S="0.5",
+    )
+    return env
+
+
+async def start_lantern(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
+    """``lantern run``; its log on ``stderr`` (a pipe: read it, or it fills)."""
+    return await asyncio.create_subprocess_exec(
+        *LANTERN,
+        "run",
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+def retained_status(port: int, topic: str) -> str | None:
+    """What a newcomer sees on the gateway's retained status topic."""
+    seen: list[str] = []
+    got = threading.Event()
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"status-probe-{time.time_ns()}")
+
+    def on_message(client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        seen.append(message.payload.decode())
+        got.set()
+
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.subscribe(topic, qos=1)
+    client.loop_start()
+    got.wait(3)
+    client.disconnect()
+    client.loop_stop()
+    return seen[-1] if seen else None
+
+
+async def lantern_online(broker: Mosquitto, store: str) -> None:
+    """Until the store's gateway says it is online on its retained status topic."""
+    topic = f"lantern/{store}/gateway/status"
+
+    async def online() -> bool:  # in a thread: the test's loop serves a receiver meanwhile
+        return await asyncio.to_thread(retained_status, broker.port, topic) == "online"
+
+    await wait_until(online)

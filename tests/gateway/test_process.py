@@ -8,80 +8,34 @@ import random
 import re
 import signal
 import socket
-import sys
 import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
-import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.ingest import FAILPOINT_ACK_DELAY_ENV
 from gateway.localbroker import Mosquitto
 from gateway.receiver import Receiver
-from tests.helpers import Publisher, wait_until
+from tests.helpers import (
+    Publisher,
+    lantern_env,
+    lantern_online,
+    retained_status,
+    start_lantern,
+    wait_until,
+)
 
-LANTERN = [sys.executable, "-m", "gateway"]
 STOP_TIMEOUT_S = 30.0  # systemd/lantern.service's TimeoutStopSec: a stop must fit in it
-
-
-def _env(store: str, data_dir: Path, broker: Mosquitto, forward_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LANTERN_")}
-    env.update(
-        LANTERN_STORE_ID=store,
-        LANTERN_DATA_DIR=str(data_dir),
-        LANTERN_MQTT_URL=broker.url,
-        LANTERN_FORWARD_URL=forward_url,
-        LANTERN_OUTBOX__BATCH_MAX_MS="20",
-        LANTERN_HTTP_SINK__RETRY_MAX_S="0.5",
-    )
-    return env
-
-
-async def _start(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        *LANTERN,
-        "run",
-        env=env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-
-
-def _retained_status(port: int, topic: str) -> str | None:
-    """What a newcomer sees on the gateway's retained status topic."""
-    seen: list[str] = []
-    got = threading.Event()
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"status-probe-{time.time_ns()}")
-
-    def on_message(client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
-        seen.append(message.payload.decode())
-        got.set()
-
-    client.on_message = on_message
-    client.connect("127.0.0.1", port)
-    client.subscribe(topic, qos=1)
-    client.loop_start()
-    got.wait(3)
-    client.disconnect()
-    client.loop_stop()
-    return seen[-1] if seen else None
-
-
-async def _online(broker: Mosquitto, store: str) -> None:
-    topic = f"lantern/{store}/gateway/status"
-    await wait_until(lambda: _retained_status(broker.port, topic) == "online")
 
 
 async def test_run_with_only_environment_variables_then_sigterm_drains_and_exits_0(
     broker: Mosquitto, tmp_path: Path, receiver: Receiver, device: Publisher
 ) -> None:
-    env = _env("envonly", tmp_path / "data", broker, receiver.url)
-    process = await _start(env, tmp_path)  # no store.yaml anywhere, no LANTERN_CONFIG
-    await _online(broker, "envonly")
+    env = lantern_env("envonly", tmp_path / "data", broker, receiver.url)
+    process = await start_lantern(env, tmp_path)  # no store.yaml anywhere, no LANTERN_CONFIG
+    await lantern_online(broker, "envonly")
     await device.send([("lantern/envonly/scanner/till-1", "9501101531000")])
     await wait_until(lambda: len(receiver.events) == 1)
     process.send_signal(signal.SIGTERM)
@@ -90,16 +44,16 @@ async def test_run_with_only_environment_variables_then_sigterm_drains_and_exits
     assert process.returncode == 0, log
     assert "stopped cleanly" in log
     assert (tmp_path / "data" / "outbox.sqlite").exists()
-    assert _retained_status(broker.port, "lantern/envonly/gateway/status") == "offline"
+    assert retained_status(broker.port, "lantern/envonly/gateway/status") == "offline"
 
 
 async def test_a_second_run_on_the_same_data_folder_or_a_taken_port_is_one_line(
     broker: Mosquitto, tmp_path: Path, receiver: Receiver
 ) -> None:
-    env = _env("twice", tmp_path / "data", broker, receiver.url)
-    first = await _start(env, tmp_path)
-    await _online(broker, "twice")
-    second = await _start(env, tmp_path)
+    env = lantern_env("twice", tmp_path / "data", broker, receiver.url)
+    first = await start_lantern(env, tmp_path)
+    await lantern_online(broker, "twice")
+    second = await start_lantern(env, tmp_path)
     _, stderr = await asyncio.wait_for(second.communicate(), 30)
     assert second.returncode == 1
     (line,) = stderr.decode().splitlines()
@@ -111,9 +65,9 @@ async def test_a_second_run_on_the_same_data_folder_or_a_taken_port_is_one_line(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {**_env("port", tmp_path / "other", broker, receiver.url)}
+        env = {**lantern_env("port", tmp_path / "other", broker, receiver.url)}
         env["LANTERN_WEB__PORT"] = str(port)
-        third = await _start(env, tmp_path)
+        third = await start_lantern(env, tmp_path)
         _, stderr = await asyncio.wait_for(third.communicate(), 30)
     first.send_signal(signal.SIGTERM)
     await asyncio.wait_for(first.communicate(), 30)
@@ -142,12 +96,12 @@ async def test_twenty_kill_9s_while_50000_scans_arrive_lose_and_duplicate_nothin
     seed = int(os.environ.get("LANTERN_CRASH_SEED", "20261203"))
     chance = random.Random(seed)
     total, kills = 50_000, 20
-    env = _env("crash", tmp_path / "data", broker, receiver.url)
+    env = lantern_env("crash", tmp_path / "data", broker, receiver.url)
     # Acks trail commits by 0.2 s: most kills land after a commit and before its ack, so the
     # broker redelivers committed messages (DUP) and dedup must catch them.
     env[FAILPOINT_ACK_DELAY_ENV] = "0.2"
-    process = await _start(env, tmp_path)
-    await _online(broker, "crash")
+    process = await start_lantern(env, tmp_path)
+    await lantern_online(broker, "crash")
     publishing = threading.Event()
 
     def publish() -> None:
@@ -171,7 +125,7 @@ async def test_twenty_kill_9s_while_50000_scans_arrive_lose_and_duplicate_nothin
         process.kill()  # SIGKILL: no drain, no goodbye
         await process.wait()
         logs.append(await _log_of(process))
-        process = await _start(env, tmp_path)
+        process = await start_lantern(env, tmp_path)
     assert not publishing.is_set(), "the kills must land while the scans still arrive"
     await asyncio.to_thread(publisher.join)
     await wait_until(lambda: len(receiver.events) >= total, timeout_s=120)
@@ -203,9 +157,9 @@ async def test_sigterm_under_load_exits_0_in_time_and_a_restart_loses_nothing(
     broker: Mosquitto, tmp_path: Path, receiver: Receiver
 ) -> None:
     total = 20_000
-    env = _env("drain", tmp_path / "data", broker, receiver.url)
-    process = await _start(env, tmp_path)
-    await _online(broker, "drain")
+    env = lantern_env("drain", tmp_path / "data", broker, receiver.url)
+    process = await start_lantern(env, tmp_path)
+    await lantern_online(broker, "drain")
     scans = [
         (f"lantern/drain/scanner/till-{n % 4}", f"]C1010950110153100021SN{n:06d}")
         for n in range(total)
@@ -220,7 +174,7 @@ async def test_sigterm_under_load_exits_0_in_time_and_a_restart_loses_nothing(
         await sending
     assert process.returncode == 0, stderr.decode()
     assert len(receiver.events) < total  # it did stop mid-stream
-    process = await _start(env, tmp_path)
+    process = await start_lantern(env, tmp_path)
     await wait_until(lambda: len(receiver.events) >= total, timeout_s=60)
     process.send_signal(signal.SIGTERM)
     await asyncio.wait_for(process.communicate(), STOP_TIMEOUT_S)

@@ -1,0 +1,66 @@
+"""The test broker keeps what a store's broker keeps: a restarted Mosquitto still holds a
+persistent session's queue, and writes its log (started as root, it stays the user it was
+started as, so it can write its own folder)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway.localbroker import Mosquitto
+from tests.helpers import Publisher, Subscriber, wait_until
+
+TOPIC = "store/s1/staff/notice"
+# Saves on every change instead of every 10 s: what it acknowledged survives a SIGKILL.
+SAVE_ON_EVERY_CHANGE = "autosave_on_changes true\nautosave_interval 1\n"
+
+
+@pytest.fixture
+async def own_broker(request: pytest.FixtureRequest) -> AsyncIterator[Mosquitto]:
+    mosquitto = Mosquitto(extra_config=getattr(request, "param", ""))
+    await asyncio.to_thread(mosquitto.start)
+    yield mosquitto
+    await asyncio.to_thread(mosquitto.stop)
+
+
+async def queued_for_an_absent_consumer(broker: Mosquitto, count: int) -> str:
+    """Subscribe, leave, and have ``count`` messages queued for the session; its client id."""
+    client_id = f"absent-consumer-{broker.port}"
+    with Subscriber(broker.port, TOPIC, client_id=client_id) as consumer:
+        # Subscribed once a message published now reaches it.
+        with Publisher(broker.port) as device:
+            await device.send([(TOPIC, '"subscribed"')])
+        await wait_until(lambda: len(consumer.received) == 1)
+    with Publisher(broker.port) as device:
+        await device.send([(TOPIC, str(n)) for n in range(count)])
+    return client_id
+
+
+async def resumed(broker: Mosquitto, client_id: str) -> list[int]:
+    """What the session receives when its consumer comes back."""
+    with Subscriber(broker.port, TOPIC, client_id=client_id) as consumer:
+        await wait_until(lambda: len(consumer.received) >= 100, timeout_s=10)
+        return [int(message.payload) for message in consumer.received]
+
+
+async def test_a_restarted_broker_still_holds_a_persistent_sessions_queue(
+    own_broker: Mosquitto,
+) -> None:
+    client_id = await queued_for_an_absent_consumer(own_broker, 100)
+    await asyncio.to_thread(own_broker.stop)  # saves its store on the way out
+    await asyncio.to_thread(own_broker.start)
+    assert await resumed(own_broker, client_id) == list(range(100))
+    log = own_broker.log_text()
+    assert "Saving in-memory database" in log and "Error" not in log, log
+
+
+@pytest.mark.parametrize("own_broker", [SAVE_ON_EVERY_CHANGE], indirect=True)
+async def test_a_broker_that_saves_on_every_change_keeps_the_queue_through_a_sigkill(
+    own_broker: Mosquitto,
+) -> None:
+    client_id = await queued_for_an_absent_consumer(own_broker, 100)
+    await asyncio.to_thread(own_broker.kill)  # no goodbye, no save on the way out
+    await asyncio.to_thread(own_broker.start)
+    assert await resumed(own_broker, client_id) == list(range(100))
