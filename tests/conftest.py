@@ -1,6 +1,7 @@
 """Real parts for the tests, as fixtures: one Mosquitto per session on a free port (tests may
 stop and restart it), an HTTP receiver standing in for the central record, a manual clock,
-and a gateway running in the test's own event loop. Also how deep the fuzz tests go.
+and a gateway running in the test's own event loop; for the sinks, an outbox of the test's own
+and a ``nats-server -js``. Also how deep the fuzz tests go.
 
 A test changes the running gateway's settings with ``@pytest.mark.settings(section={...})``;
 a test that needs several gateway runs (a restart) uses ``running_gateway`` itself.
@@ -24,7 +25,10 @@ from gateway.app import Gateway
 from gateway.clock import ManualClock
 from gateway.config import Settings
 from gateway.localbroker import Mosquitto
+from gateway.outbox import Outbox
 from gateway.receiver import Receiver
+from gateway.sinks.localnats import NatsServer
+from tests.gateway.sink_parts import open_outbox
 from tests.helpers import Publisher, make_settings, running_gateway
 
 # Seeded (derandomized) so that CI and a developer see the same examples; no deadline, since a
@@ -91,3 +95,23 @@ def device(broker: Mosquitto) -> Iterator[Publisher]:
     """A store device publishing to the broker at QoS 1."""
     with Publisher(broker.port) as publisher:
         yield publisher
+
+
+@pytest.fixture
+async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
+    """An outbox file of the test's own, with no gateway around it: the sink tests commit to
+    it and run a sink on it."""
+    async with open_outbox(tmp_path) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def jetstream(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    """A ``nats-server -js`` on a free port with a store in ``tmp_path`` (it outlives a
+    restart); the tests stop and start it to play an outage of the region."""
+    if NatsServer.binary() is None:
+        pytest.fail("nats-server is not installed: .ci/run installs it (apt: nats-server)")
+    server = NatsServer(directory=tmp_path / "nats")
+    await asyncio.to_thread(server.start)
+    yield server
+    await asyncio.to_thread(server.stop)

@@ -84,10 +84,11 @@ def sink_delivered(gateway: Gateway, name: str = "http") -> int:
 
 
 def outbox_rows(
-    settings: Settings, sql: str, params: tuple[Any, ...] = ()
+    where: Settings | Path, sql: str, params: tuple[Any, ...] = ()
 ) -> list[tuple[Any, ...]]:
-    """Read the outbox file as it is on disk (read-only, beside the gateway's writer)."""
-    path = settings.data_dir / OUTBOX_FILE_NAME
+    """Read the outbox file as it is on disk (read-only, beside its writer): a gateway's (by
+    its settings) or any outbox file (by its path)."""
+    path = where.data_dir / OUTBOX_FILE_NAME if isinstance(where, Settings) else where
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
         return [tuple(row) for row in conn.execute(sql, params).fetchall()]
 

@@ -1,5 +1,5 @@
-"""What the sink tests and the drain benchmark share: committed events, a sink running on its
-own task, and a real nats-server."""
+"""What the sink tests and the drain benchmark share: committed events, an outbox of their
+own, a sink running on its own task, and what a real nats-server's stream holds."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import asyncio
 import contextlib
 import itertools
 import json
-import shutil
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -18,12 +16,11 @@ import nats
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 
+from gateway.app import OUTBOX_FILE_NAME
 from gateway.batch import Batch, EventRow
 from gateway.config import OutboxSettings
-from gateway.localbroker import Mosquitto
-from gateway.outbox import Outbox
+from gateway.outbox import Outbox, Page, TypeFilter
 from gateway.sinks.base import Sink
-from gateway.sinks.localnats import NatsServer
 
 _serials = itertools.count()
 # Tests and the benchmark commit in bulk; durability per commit is not what they measure.
@@ -69,8 +66,24 @@ async def commit_scans(outbox: Outbox, numbers: list[str], per_batch: int = 5_00
 
 @asynccontextmanager
 async def open_outbox(directory: Path) -> AsyncIterator[Outbox]:
-    async with Outbox(directory / "outbox.sqlite", FAST_OUTBOX) as outbox:
+    async with Outbox(directory / OUTBOX_FILE_NAME, FAST_OUTBOX) as outbox:
         yield outbox
+
+
+class WatchedOutbox(Outbox):
+    """A real outbox that also tells how far each sink has read, so that a test can wait for
+    a sink to have looked at a commit instead of sleeping until it surely has."""
+
+    def __init__(self, path: Path, settings: OutboxSettings) -> None:
+        super().__init__(path, settings)
+        self.read_upto: dict[str, int] = {}
+
+    async def read_pending(
+        self, sink: str, types: TypeFilter, limit: int, after: int | None = None
+    ) -> Page:
+        page = await super().read_pending(sink, types, limit, after)
+        self.read_upto[sink] = max(self.read_upto.get(sink, 0), page.upto)
+        return page
 
 
 @asynccontextmanager
@@ -82,32 +95,6 @@ async def running(sink: Sink) -> AsyncIterator[Sink]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-@contextlib.contextmanager
-def mosquitto_with_persistence() -> Iterator[Mosquitto]:
-    """A Mosquitto that really persists: started as root, mosquitto runs as the user mosquitto,
-    so its folder must be open to that user, or it keeps no log and no persistence and a
-    restart loses every queued message (a test's tmp_path is not)."""
-    directory = Path(tempfile.mkdtemp(prefix="lantern-sink-broker-"))
-    directory.chmod(0o777)
-    broker = Mosquitto(directory=directory)
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def nats_server(directory: Path) -> Iterator[NatsServer]:
-    server = NatsServer(directory=directory)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def stream_messages(url: str, stream: str, subjects: str) -> list[Msg]:

@@ -7,13 +7,23 @@ Real Mosquitto (stopped and started), the real gateway, a device that goes silen
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from gateway.sinks.mqtt_actions import MqttActionSink
+from gateway.clock import ManualClock
+from gateway.localbroker import Mosquitto
 from rules.model import parse_rules
-from tests.gateway.sink_parts import mosquitto_with_persistence
-from tests.gateway.test_sink_mqtt_bridge import CentralSubscriber
-from tests.helpers import Publisher, make_settings, running_gateway, wait_until
+from tests.helpers import (
+    Publisher,
+    Subscriber,
+    make_settings,
+    running_gateway,
+    settled,
+    status,
+    wait_until,
+)
 
 NOTICE_RULE = """\
 id: printer-notice
@@ -43,45 +53,58 @@ def test_a_publish_ttl_is_parsed_and_defaults_to_five_minutes() -> None:
     assert ttls == {"printer-notice": 120.0, "b": 300.0}
 
 
-def test_actions_wait_for_the_broker_and_an_expired_one_is_dropped_never_published(
-    tmp_path: Path,
+async def test_actions_wait_for_the_broker_and_an_expired_one_is_dropped_never_published(
+    tmp_path: Path, broker: Mosquitto
 ) -> None:
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "notice.yaml").write_text(NOTICE_RULE)
     (rules / "flash.yaml").write_text(FLASH_RULE)
+    settings = make_settings(
+        tmp_path / "data",
+        broker.url,
+        mqtt={"reconnect_max_s": 0.5},
+        devices=[{"id": "printer-1", "expected_interval_s": 2}],
+        rules={"dir": rules},
+    )
+    # An action's expiry is its event's time plus its ttl, and the sink holds it to the wall
+    # clock: the gateway's clock starts behind, so that the device's silence can be long and
+    # the flash still expire half a second after it fires.
+    clock = ManualClock(datetime.now(UTC) - timedelta(seconds=30))
+    with Subscriber(broker.port, "store/#") as screen:
+        async with running_gateway(settings, clock) as gateway:
 
-    async def scenario() -> None:
-        with mosquitto_with_persistence() as broker:
-            screen = CentralSubscriber(broker.port, "store/#")
-            settings = make_settings(
-                tmp_path / "data",
-                broker.url,
-                mqtt={"reconnect_max_s": 0.5},
-                devices=[{"id": "printer-1", "expected_interval_s": 2}],
-                rules={"dir": rules},
-            )
+            def actions() -> dict[str, Any]:
+                (sink,) = [s for s in status(gateway).sinks() if s["name"] == "mqtt-actions"]
+                return sink
+
+            with Publisher(broker.port) as printer:
+                printer.publish_all([("lantern/s1/device/printer-1/status", "online")])
+            await settled(gateway, 1)
+            await asyncio.to_thread(broker.stop)
             try:
-                async with running_gateway(settings) as gateway:
-                    (sink,) = [s for s in gateway._sinks if isinstance(s, MqttActionSink)]
-                    with Publisher(broker.port) as printer:
-                        printer.publish_all([("lantern/s1/device/printer-1/status", "online")])
-                    await wait_until(lambda: bool(gateway.inventory.devices()))
-                    await asyncio.to_thread(broker.stop)
-                    assert gateway.inventory.devices()[0].online, "stopped before it fell silent"
-                    # Silent for its interval: offline, both rules fire, the broker is down.
-                    await wait_until(lambda: sink.last_error is not None, timeout_s=10)
-                    assert "broker is not connected" in (sink.last_error or "")
-                    await asyncio.sleep(1.5)  # the flash's second runs out while it waits
-                    assert sink.delivered == 0
-                    await asyncio.to_thread(broker.start)
-                    await wait_until(lambda: sink.delivered == 1, timeout_s=15)
-                    await wait_until(lambda: len(screen.received) >= 1)
-                    await asyncio.sleep(0.5)  # a late flash would arrive now
-                    status = await sink.status()
-                    assert (status.dropped, status.cursor_lag, status.last_error) == (1, 0, None)
+                assert status(gateway).devices()[0].online, "stopped before it fell silent"
+                # Silent for more than its interval: offline, both rules fire, no broker.
+                clock.advance(time.time() - 0.5 - clock.now().timestamp())
+                flash_expires = clock.now().timestamp() + 1.0  # fired now, with a ttl of 1 s
+                await wait_until(lambda: actions()["last_error"] is not None)
+                assert "broker is not connected" in actions()["last_error"]
+                # The sink counts what it dropped once the page is done, which waits for the
+                # broker: the wall clock passing the flash's expiry is what the test waits for.
+                await wait_until(lambda: time.time() > flash_expires)
+                assert actions()["delivered"] == 0
             finally:
-                screen.close()
-            assert [r.event for r in screen.received] == [{"device": "printer-1", "rule": "notice"}]
-
-    asyncio.run(scenario())  # the gateway stayed up throughout and stopped cleanly
+                await asyncio.to_thread(broker.start)
+            await wait_until(lambda: actions()["delivered"] == 1)
+            backlog = (await status(gateway).sink_backlogs())["mqtt-actions"]
+            after = (actions()["dropped"], backlog["pending"], actions()["last_error"])
+            assert after == (1, 0, None)
+            # Published after the notice's PUBACK, so it reaches the screen after anything the
+            # gateway published: a late flash would come before it.
+            with Publisher(broker.port) as last:
+                last.publish_all([("store/s1/staff/notice", '{"rule": "last"}')])
+            await wait_until(lambda: len(screen.received) >= 2)
+    assert [r.event for r in screen.received] == [
+        {"device": "printer-1", "rule": "notice"},
+        {"rule": "last"},
+    ]  # and the gateway stayed up throughout and stopped cleanly
