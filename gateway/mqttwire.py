@@ -1,12 +1,15 @@
 """MQTT 5 and 3.1.1 on the wire: the packets the gateway sends, and a reader for what the
-broker sends back. Bytes in, values out; no socket (gateway/mqtt.py owns the connection).
+broker sends back. Bytes in, values out; no socket (gateway/mqtt.py and the MQTT bridge sink,
+gateway/sinks/mqtt_bridge.py, own their connections).
 
-Only what a subscriber that acknowledges after commit needs: CONNECT (persistent session,
-will, credentials, receive maximum), SUBSCRIBE, PUBLISH at QoS 0 and 1 (with MQTT 5 user
-properties and correlation data), PUBACK, PINGREQ, DISCONNECT going out; CONNACK, SUBACK,
-PUBLISH, PUBACK, PINGRESP and DISCONNECT coming in. No topic aliases are asked for, so none
-arrive. :class:`Reader` takes the stream in chunks as large as the socket gives and yields
-whole packets, so a read of 64 KiB holds hundreds of messages and costs one call.
+Only what a subscriber that acknowledges after commit and a QoS 1 publisher need: CONNECT
+(persistent session or clean start, will, credentials, receive maximum), SUBSCRIBE, PUBLISH at
+QoS 0 and 1 (with MQTT 5 user properties, correlation data, content type and payload format),
+PUBACK, PINGREQ, DISCONNECT going out; CONNACK (with the broker's receive maximum, maximum QoS
+and maximum packet size), SUBACK, PUBLISH, PUBACK (with its reason code), PINGRESP and
+DISCONNECT coming in. No topic aliases are asked for, so none arrive. :class:`Reader` takes
+the stream in chunks as large as the socket gives and yields whole packets, so a read of
+64 KiB holds hundreds of messages (or thousands of PUBACKs) and costs one call.
 """
 
 from __future__ import annotations
@@ -42,11 +45,20 @@ SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 12, 13, 14
 _V5, _V311 = 5, 4  # the CONNECT protocol level
 _MAX_REMAINING_LENGTH = 268_435_455  # four bytes of variable-length integer
 # MQTT 5 property identifiers used here.
+_PAYLOAD_FORMAT = 0x01
+_CONTENT_TYPE = 0x03
 _CORRELATION_DATA = 0x09
 _SESSION_EXPIRY = 0x11
 _RECEIVE_MAXIMUM = 0x21
+_MAXIMUM_QOS = 0x24
 _USER_PROPERTY = 0x26
+_MAXIMUM_PACKET_SIZE = 0x27
 _REASON_STRING = 0x1F
+# A PUBLISH's properties, each as its identifier's byte (made once: one PUBLISH per event).
+_UTF8_PAYLOAD = bytes((_PAYLOAD_FORMAT, 1))  # the payload format indicator: UTF-8 text
+_CONTENT_TYPE_ID = bytes((_CONTENT_TYPE,))
+_CORRELATION_DATA_ID = bytes((_CORRELATION_DATA,))
+_USER_PROPERTY_ID = bytes((_USER_PROPERTY,))
 
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
@@ -70,9 +82,11 @@ class Publish(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class Connack:
     session_present: bool
-    reason: int  # 0: accepted
+    reason: int  # 0: accepted; 0x80 and above: refused
     receive_maximum: int  # how many QoS 1 publishes of ours the broker takes unacknowledged
     reason_string: str | None
+    maximum_qos: int = 2  # below 1, the broker takes no QoS 1 publish
+    maximum_packet_size: int | None = None  # bytes; None: only MQTT's own limit
 
 
 def _varint(value: int) -> bytes:
@@ -94,10 +108,12 @@ def _binary(value: bytes) -> bytes:
     return _U16.pack(len(value)) + value
 
 
-def _packet(first_byte: int, body: bytes) -> bytes:
-    if len(body) > _MAX_REMAINING_LENGTH:
-        raise ValueError(f"a packet of {len(body)} bytes is more than MQTT carries")
-    return bytes((first_byte,)) + _varint(len(body)) + body
+def _packet(first_byte: int, *body: bytes) -> bytes:
+    """The fixed header and the body, given in parts (copied once, by the join)."""
+    length = sum(map(len, body))
+    if length > _MAX_REMAINING_LENGTH:
+        raise ValueError(f"a packet of {length} bytes is more than MQTT carries")
+    return b"".join((bytes((first_byte,)), _varint(length), *body))
 
 
 def _properties(*encoded: bytes) -> bytes:
@@ -114,9 +130,11 @@ def connect_packet(
     will: tuple[str, bytes] | None,
     username: str | None = None,
     password: str | None = None,
+    clean_start: bool = False,
 ) -> bytes:
-    """CONNECT for a persistent session (clean start off), the will at QoS 1 and retained."""
-    flags = 0x00  # clean start / clean session off: the broker keeps our queue
+    """CONNECT, the will at QoS 1 and retained. A persistent session (clean start off: the
+    broker keeps our queue) unless ``clean_start``, for a publisher that resends by itself."""
+    flags = 0x02 if clean_start else 0x00
     if will is not None:
         flags |= 0x04 | 0x08 | 0x20  # will, will QoS 1, will retain
     if password is not None:
@@ -160,17 +178,27 @@ def publish_packet(
     v5: bool,
     user_properties: Sequence[tuple[str, str]] = (),
     correlation_data: bytes | None = None,
+    content_type: str | None = None,
+    utf8_payload: bool = False,
 ) -> bytes:
-    body = [_text(topic)]
+    """PUBLISH; the properties (MQTT 5 only) say that the payload is UTF-8 text of
+    ``content_type``, and carry ``correlation_data`` and the user properties.
+
+    Built by concatenation and copied once: the MQTT bridge sink makes one per event it drains.
+    """
+    header = _text(topic)
     if qos:
-        body.append(_U16.pack(packet_id))
+        header += _U16.pack(packet_id)
     if v5:
-        properties = [bytes((_USER_PROPERTY,)) + _text(k) + _text(v) for k, v in user_properties]
+        properties = _UTF8_PAYLOAD if utf8_payload else b""
+        if content_type is not None:
+            properties += _CONTENT_TYPE_ID + _text(content_type)
         if correlation_data is not None:
-            properties.append(bytes((_CORRELATION_DATA,)) + _binary(correlation_data))
-        body.append(_properties(*properties))
-    body.append(payload)
-    return _packet(PUBLISH << 4 | qos << 1 | int(retain), b"".join(body))
+            properties += _CORRELATION_DATA_ID + _binary(correlation_data)
+        for key, value in user_properties:
+            properties += _USER_PROPERTY_ID + _text(key) + _text(value)
+        header += _varint(len(properties)) + properties
+    return _packet(PUBLISH << 4 | qos << 1 | int(retain), header, payload)
 
 
 def puback_packet(packet_id: int) -> bytes:
@@ -247,6 +275,7 @@ class Reader:
         if len(body) < 2:
             raise ProtocolError("a CONNACK shorter than two bytes")
         receive_maximum, reason_string = 65_535, None
+        maximum_qos, maximum_packet_size = 2, None
         if self._v5 and len(body) > 2:
             length, position = _read_varint(body, 2)
             for identifier, value in _read_properties(body[position : position + length]):
@@ -254,7 +283,18 @@ class Reader:
                     (receive_maximum,) = _U16.unpack(value)
                 elif identifier == _REASON_STRING:
                     reason_string = value.decode("utf-8", "replace")
-        return Connack(bool(body[0] & 0x01), body[1], receive_maximum, reason_string)
+                elif identifier == _MAXIMUM_QOS:
+                    maximum_qos = value[0]
+                elif identifier == _MAXIMUM_PACKET_SIZE:
+                    (maximum_packet_size,) = _U32.unpack(value)
+        return Connack(
+            bool(body[0] & 0x01),
+            body[1],
+            receive_maximum,
+            reason_string,
+            maximum_qos,
+            maximum_packet_size,
+        )
 
     @staticmethod
     def packet_id(body: bytes) -> int:
@@ -262,6 +302,11 @@ class Reader:
         if len(body) < 2:
             raise ProtocolError("an acknowledgement without a packet id")
         return int(_U16.unpack_from(body, 0)[0])
+
+    def puback(self, body: bytes) -> tuple[int, int]:
+        """The packet id a PUBACK answers and its reason code (below 0x80: taken). MQTT 5
+        leaves the reason out when it is success; 3.1.1 has none."""
+        return self.packet_id(body), body[2] if self._v5 and len(body) > 2 else 0
 
     def suback_reasons(self, body: bytes) -> bytes:
         """One reason code per filter, in the order subscribed (below 0x80: granted)."""

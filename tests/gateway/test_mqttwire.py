@@ -8,9 +8,12 @@ import random
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from gateway.mqttwire import (
     CONNACK,
+    PUBACK,
     PUBLISH,
     SUBACK,
     ProtocolError,
@@ -89,6 +92,54 @@ def test_connect_and_subscribe_name_what_the_session_needs() -> None:
     assert subscribe_packet(1, [("a/+", 1)], v5=False) == bytes([0x82, 8, 0, 1, 0, 3]) + b"a/+\x01"
 
 
+def test_a_clean_start_connect_for_a_publisher_that_resends_by_itself() -> None:
+    packet = connect_packet("bridge-s1", 60, True, 0, 65_535, None, clean_start=True)
+    flags = packet[packet.index(b"MQTT\x05") + 5]
+    assert flags == 0x02  # clean start, and no will, user or password
+    persistent = connect_packet("bridge-s1", 60, True, 0, 65_535, None)
+    assert persistent[persistent.index(b"MQTT\x05") + 5] == 0x00
+
+
+def test_a_publish_carries_its_content_type_format_correlation_and_user_properties() -> None:
+    packet = publish_packet(
+        "lantern/s1/lantern.scan.read", b'{"id":"e-1"}', 1, False, 7, v5=True,
+        user_properties=[("id", "e-1")], correlation_data=b"e-1",
+        content_type="application/cloudevents+json", utf8_payload=True,
+    )  # fmt: skip
+    ((kind, flags, body),) = Reader(v5=True).feed(packet)
+    message = Reader(v5=True).publish(flags, body)
+    assert kind == PUBLISH
+    assert (message.topic, message.payload) == ("lantern/s1/lantern.scan.read", b'{"id":"e-1"}')
+    # The properties as paho's own parser reads them: another implementation agrees.
+    start = 2 + len("lantern/s1/lantern.scan.read") + 2
+    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    properties.unpack(body[start:])  # type: ignore[no-untyped-call]
+    assert properties.PayloadFormatIndicator == 1
+    assert properties.ContentType == "application/cloudevents+json"
+    assert properties.CorrelationData == b"e-1"
+    assert properties.UserProperty == [("id", "e-1")]
+
+
+def test_a_connack_with_the_brokers_limits_and_pubacks_with_and_without_reasons() -> None:
+    reader = Reader(v5=True)
+    # CONNACK: success; properties: maximum QoS 0, maximum packet size 1,000 bytes.
+    limits = bytes([CONNACK << 4, 10, 0x00, 0x00, 7, 0x24, 0, 0x27, 0, 0, 0x03, 0xE8])
+    refused = bytes([CONNACK << 4, 3, 0x00, 0x87, 0])  # not authorized, no properties
+    (connack, no) = reader.feed(limits + refused)
+    answer = reader.connack(connack[2])
+    assert (answer.maximum_qos, answer.maximum_packet_size) == (0, 1000)
+    assert answer.receive_maximum == 65_535  # none given: MQTT's default
+    assert reader.connack(no[2]).reason == 0x87
+    assert Reader(v5=True).connack(bytes([0, 0])).maximum_packet_size is None
+    # PUBACKs: success in its short form, then "no matching subscribers", then "quota exceeded"
+    # with a reason string.
+    acks = puback_packet(1) + bytes([PUBACK << 4, 3, 0, 2, 0x10])
+    acks += bytes([PUBACK << 4, 8, 0, 3, 0x97, 4, 0x1F, 0, 1]) + b"q"
+    answers = [reader.puback(body) for _, _, body in reader.feed(acks)]
+    assert answers == [(1, 0), (2, 0x10), (3, 0x97)]
+    assert Reader(v5=False).puback(bytes([0, 9])) == (9, 0)
+
+
 def test_a_length_of_five_bytes_is_refused() -> None:
     with pytest.raises(ProtocolError):
         Reader(v5=True).feed(bytes([0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]))
@@ -105,5 +156,7 @@ def test_fuzz_garbage_raises_protocol_errors_only(data: bytes, v5: bool) -> None
                 reader.connack(body)
             elif kind == SUBACK:
                 reader.suback_reasons(body)
+            elif kind == PUBACK:
+                reader.puback(body)
     except ProtocolError:
         pass
