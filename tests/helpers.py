@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -114,7 +114,23 @@ async def settled(gateway: Gateway, received: int) -> None:
     await wait_until(lambda: ingest.settled == ingest.received >= received)
 
 
-class Publisher:
+class _PahoThread:
+    """A paho client on its own network thread, stopped by ``close`` or a ``with`` block."""
+
+    client: paho.Client
+
+    def close(self) -> None:
+        self.client.disconnect()  # first: it wakes paho's network thread, which then ends
+        self.client.loop_stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Publisher(_PahoThread):
     """A device: a paho client with its own network thread, publishing at QoS 1."""
 
     def __init__(self, port: int) -> None:
@@ -138,16 +154,6 @@ class Publisher:
         """publish_all without blocking the test's loop (the gateway runs in it)."""
         await asyncio.to_thread(self.publish_all, messages, qos)
 
-    def close(self) -> None:
-        self.client.disconnect()  # first: it wakes paho's network thread, which then ends
-        self.client.loop_stop()
-
-    def __enter__(self) -> Publisher:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
 
 @dataclass(frozen=True)
 class Received:
@@ -164,7 +170,7 @@ class Received:
         return json.loads(self.payload)
 
 
-class Subscriber:
+class Subscriber(_PahoThread):
     """A consumer (the chain's, or a store's screen): an MQTT 5 session that outlives a broker
     restart or its own absence (the broker queues for it), at QoS 1, on a paho thread.
 
@@ -201,16 +207,6 @@ class Subscriber:
                     time.monotonic(),
                 )
             )
-
-    def close(self) -> None:
-        self.client.disconnect()  # first: it wakes paho's network thread, which then ends
-        self.client.loop_stop()
-
-    def __enter__(self) -> Subscriber:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 # ``lantern run`` as a real process, configured by its environment alone.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from gateway.app import OUTBOX_FILE_NAME
 from gateway.batch import Batch
 from gateway.config import MqttBridgeSinkSettings
 from gateway.localbroker import Mosquitto, free_port, run_as_this_user, wait_for_port
@@ -26,7 +28,7 @@ from tests.gateway.sink_parts import (
     serials,
     sighting_event,
 )
-from tests.helpers import Subscriber, wait_until
+from tests.helpers import Subscriber, outbox_rows, wait_until
 
 FAST_RETRY = {"retry_min_s": 0.05, "retry_max_s": 0.2}
 
@@ -166,3 +168,29 @@ async def test_tls_with_a_password_or_a_client_certificate_and_a_refusal_in_one_
         sink.name = f"bridge-{settings.url}"  # a cursor of its own: all 10 again
         async with running(sink):
             await wait_until(lambda sink=sink: sink.delivered == 10)
+
+
+async def test_an_event_larger_than_the_brokers_packet_limit_is_parked_alone(
+    tmp_path: Path, outbox: Outbox
+) -> None:
+    """The broker's maximum packet size, from its CONNACK, refuses that event for good."""
+    (tmp_path / "central").mkdir()
+    small_packets = Mosquitto(directory=tmp_path / "central", extra_config="max_packet_size 2000\n")
+    await asyncio.to_thread(small_packets.start)
+    try:
+        big = scan_event("SN-big")
+        big = dataclasses.replace(big, body=big.body.replace('"till-1"', '"' + "x" * 3_000 + '"'))
+        await outbox.commit(Batch(events=[scan_event("SN-a"), big, scan_event("SN-b")]))
+        with Subscriber(small_packets.port) as consumer:
+            settings = MqttBridgeSinkSettings(url=small_packets.url, **FAST_RETRY)
+            async with running(MqttBridgeSink(settings, "s1", outbox)) as sink:
+                await wait_until(lambda: sink.delivered == 2)
+                assert sink.parked == 1
+            await wait_until(lambda: len(consumer.received) == 2)
+    finally:
+        await asyncio.to_thread(small_packets.stop)
+    assert [r.event["data"]["ai"]["21"] for r in consumer.received] == ["SN-a", "SN-b"]
+    sql = "SELECT first_seq, last_seq, reason FROM parked"
+    ((first, last, reason),) = outbox_rows(tmp_path / OUTBOX_FILE_NAME, sql)
+    assert first == last == 2  # the big one, alone
+    assert "more than the broker's maximum packet size 2000" in reason
