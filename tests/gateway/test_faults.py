@@ -29,6 +29,7 @@ from gateway.outbox import FAILPOINT_MAX_PAGE_COUNT_ENV
 from gateway.receiver import Receiver
 from tests.gateway.console import WEB_TOKENS, bearer
 from tests.helpers import (
+    SAVE_ON_EVERY_CHANGE,
     Publisher,
     Received,
     Subscriber,
@@ -169,8 +170,6 @@ async def test_a_budget_full_of_scans_waits_for_the_central_record_then_resumes(
     assert serials(central) == [f"SN{n:06d}" for n in range(total)]
 
 
-# Saves on every change instead of every 10 s, so that what it acknowledged survives a SIGKILL.
-SAVE_ON_EVERY_CHANGE = "autosave_on_changes true\nautosave_interval 1\n"
 SCAN_RULE = """\
 id: till-screen
 when: {event: scan.read}

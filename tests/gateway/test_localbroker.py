@@ -10,11 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.localbroker import Mosquitto
-from tests.helpers import Publisher, Subscriber, wait_until
+from tests.helpers import SAVE_ON_EVERY_CHANGE, Publisher, Subscriber, wait_until
 
 TOPIC = "store/s1/staff/notice"
-# Saves on every change instead of every 10 s: what it acknowledged survives a SIGKILL.
-SAVE_ON_EVERY_CHANGE = "autosave_on_changes true\nautosave_interval 1\n"
 
 
 @pytest.fixture
