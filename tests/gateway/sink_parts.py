@@ -97,6 +97,12 @@ async def running(sink: Sink) -> AsyncIterator[Sink]:
             await task
 
 
+async def caught_up(sink: Sink) -> bool:
+    """Whether the cursor the sink has written is past every event it takes (the write
+    follows the far side's confirmation, so ``delivered`` counts first)."""
+    return (await sink.status()).cursor_lag == 0
+
+
 async def stream_messages(url: str, stream: str, subjects: str) -> list[Msg]:
     """Every message the stream holds on ``subjects``, in order."""
     client = await nats.connect(url)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -16,8 +17,8 @@ TOPIC = "store/s1/staff/notice"
 
 
 @pytest.fixture
-async def own_broker(request: pytest.FixtureRequest) -> AsyncIterator[Mosquitto]:
-    mosquitto = Mosquitto(extra_config=getattr(request, "param", ""))
+async def own_broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Mosquitto]:
+    mosquitto = Mosquitto(directory=tmp_path, extra_config=getattr(request, "param", ""))
     await asyncio.to_thread(mosquitto.start)
     yield mosquitto
     await asyncio.to_thread(mosquitto.stop)
