@@ -13,6 +13,7 @@ import os
 import pwd
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -84,7 +85,7 @@ class BoxBroker(Mosquitto):
         overrides: Mapping[str, str] | None = None,
         directory: Path | None = None,
     ) -> None:
-        super().__init__(directory=directory)
+        super().__init__(directory=directory or Path(tempfile.mkdtemp(prefix="lantern-box-")))
         self.directory = self._directory
         self._overrides = overrides
         write_password_file(self.directory / "passwd", users)

@@ -27,6 +27,7 @@ one).
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import shutil
 import subprocess
@@ -44,7 +45,9 @@ TOPIC = "lantern/bench/scanner/till-1"
 USER, PASSWORD = CREDENTIALS = "bench", "bench-secret"
 SUBSCRIBER_ID = "bench-gateway"
 _PUBLISH_INFLIGHT = 1_000  # PUBACKs outstanding at once, as a busy store's devices together
-_PREFILL_RATE = 20_000.0  # msg/s for the backlog: a queue built over an outage, only faster
+# Sent and not yet acknowledged, queued in paho included: paho numbers a message when it is
+# queued and mids wrap at 65,535, so more than that outstanding would reuse a live one.
+_MAX_OUTSTANDING = 30_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,13 +108,17 @@ class Publisher:
             else:
                 self.acked_at[seq] = time.monotonic()
 
-    def send(self, rate: float, seconds: float) -> None:
+    def send(self, rate: float | None, seconds: float = math.inf, count: float = math.inf) -> None:
+        """At ``rate`` msg/s (None: as fast as the broker takes them), for ``seconds`` or
+        ``count`` messages, whichever ends first."""
         start = time.monotonic()
         first = self._next
-        while (now := time.monotonic()) < start + seconds:
-            due = start + (self._next - first) / rate
+        while (now := time.monotonic()) < start + seconds and self._next - first < count:
+            due = start + (self._next - first) / rate if rate else now
             if due > now:
                 time.sleep(due - now)
+            while len(self.sent_at) - len(self.acked_at) >= _MAX_OUTSTANDING:
+                time.sleep(0.001)
             seq = self._next
             self._next += 1
             payload = f'{{"seq": {seq}, "code": "]C1010590123412345715210526"}}'
@@ -156,7 +163,7 @@ def trial(setting: Setting, rate: float, seconds: float, backlog: int, rng: rand
         broker.save()
         publisher = Publisher(broker.port)
         if backlog:
-            publisher.send(_PREFILL_RATE, backlog / _PREFILL_RATE)
+            publisher.send(None, count=backlog)  # a queue built over an outage, only faster
             publisher.wait_acked()
             broker.save()
         process = psutil.Process(broker.pid)

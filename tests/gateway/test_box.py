@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
@@ -20,8 +21,8 @@ TOPIC = "lantern/s1/scanner/till-1"
 
 
 @pytest.fixture
-def box_broker() -> Iterator[BoxBroker]:
-    broker = BoxBroker(dict([GATEWAY, SCANNER]))
+def box_broker(tmp_path: Path) -> Iterator[BoxBroker]:
+    broker = BoxBroker(dict([GATEWAY, SCANNER]), directory=tmp_path)
     broker.start()
     yield broker
     broker.stop()
@@ -87,11 +88,11 @@ def test_the_shipped_config_keeps_queued_messages_through_a_restart_and_a_late_k
     ]
 
 
-def test_the_test_broker_persists_too() -> None:
+def test_the_test_broker_persists_too(tmp_path: Path) -> None:
     """Run as root, Mosquitto drops to the mosquitto user, who cannot write a root-owned
     temporary folder: the test broker would have no persistence, and a broker restart in a
     test would lose what a store's broker keeps."""
-    broker = Mosquitto()
+    broker = Mosquitto(directory=tmp_path)
     broker.start()
     try:
         subscribe_and_leave(broker.port, "lantern-test-persist", TOPIC)

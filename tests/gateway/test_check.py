@@ -18,8 +18,8 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def box_broker() -> Iterator[BoxBroker]:
-    broker = BoxBroker({"lantern": "gateway-secret"})
+def box_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BoxBroker]:
+    broker = BoxBroker({"lantern": "gateway-secret"}, directory=tmp_path_factory.mktemp("broker"))
     broker.start()
     yield broker
     broker.stop()
@@ -121,7 +121,9 @@ def test_tls_is_verified_as_the_gateway_verifies_it(tmp_path: Path) -> None:
         check=True,
         capture_output=True,
     )
-    broker = BoxBroker({"lantern": "gateway-secret"}, {"certfile": str(cert), "keyfile": str(key)})
+    tls = {"certfile": str(cert), "keyfile": str(key)}
+    (tmp_path / "broker").mkdir()
+    broker = BoxBroker({"lantern": "gateway-secret"}, tls, directory=tmp_path / "broker")
     broker.start()
     try:
         code, lines = check(tmp_path, f"mqtts://lantern:gateway-secret@127.0.0.1:{broker.port}")
