@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 # Kept identical to systemd/mosquitto-lantern.conf (a test compares them).
 BROKER_TUNING = """\
 persistence true
-autosave_interval 10
+autosave_interval 1
 max_queued_messages 1000000
 max_queued_bytes 0
 max_inflight_messages 2000
