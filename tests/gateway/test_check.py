@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,7 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from gateway.check import check_broker
 from gateway.cli import app
+from gateway.config import MqttSettings
 from gateway.localbroker import Mosquitto, free_port
 from tests.boxbroker import BoxBroker
 
@@ -171,3 +174,14 @@ def test_a_data_dir_it_cannot_write_is_named(tmp_path: Path, broker: Mosquitto) 
     code, lines = check(tmp_path, broker.url, data_dir=str(blocker / "data"))
     assert code == 1
     assert f"error: data_dir: {blocker} is not a folder" in lines
+
+
+def test_a_listener_that_never_answers_connect_times_out() -> None:
+    with socket.socket() as silent:  # accepts TCP, never speaks MQTT
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        finding = check_broker(MqttSettings(url=f"mqtt://127.0.0.1:{port}"), timeout_s=0.5)
+    assert finding.line() == (
+        f"error: mqtt.url: the broker at mqtt://127.0.0.1:{port} did not answer within 0.5 s"
+    )
