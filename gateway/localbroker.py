@@ -9,6 +9,8 @@ absent gateway loses nothing (Mosquitto's default of 1,000 queued messages drops
 from __future__ import annotations
 
 import logging
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -24,7 +26,7 @@ log = logging.getLogger(__name__)
 # Kept identical to systemd/mosquitto-lantern.conf (a test compares them).
 BROKER_TUNING = """\
 persistence true
-autosave_interval 10
+autosave_interval 1
 max_queued_messages 1000000
 max_queued_bytes 0
 max_inflight_messages 2000
@@ -67,14 +69,20 @@ class Mosquitto:
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        config = self._directory / "mosquitto.conf"
-        config.write_text(
+    def config_text(self) -> str:
+        return (
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
+            # Started as root, mosquitto drops to the mosquitto user, who cannot write this
+            # root-owned folder: it would run with no persistence and no log. Stay who we are.
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
             f"persistence_location {self._directory}/\n"
             f"log_dest file {self._directory}/mosquitto.log\n" + BROKER_TUNING
         )
+
+    def start(self) -> None:
+        config = self._directory / "mosquitto.conf"
+        config.write_text(self.config_text())
         self._process = subprocess.Popen(
             ["mosquitto", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
