@@ -10,29 +10,38 @@ over the gateway's session.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import ssl
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-
 from gateway.config import MqttSettings, Settings, load_settings
+from gateway.mqttwire import CONNACK, ProtocolError, Reader, connect_packet, disconnect_packet
 from lantern.errors import ConfigError, RulesInvalid
 
 # A broker on the box or the store network answers CONNECT in milliseconds; a few seconds
 # tell a slow one from one that is not there without keeping a technician waiting.
 BROKER_TIMEOUT_S = 5.0
-# CONNACK reason codes that point at the credentials: bad user name or password, not
-# authorized (paho maps MQTT 3.1.1's return codes 4 and 5 onto these).
-_CREDENTIALS_REFUSED = (134, 135)
+# CONNACK's refusals in words: MQTT 5's reason codes, and MQTT 3.1.1's return codes (1-5).
+_CONNACK_REASONS = {
+    1: "unacceptable protocol version",
+    2: "identifier rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorized",
+    0x80: "unspecified error",
+    0x84: "unsupported protocol version",
+    0x85: "client identifier not valid",
+    0x86: "bad user name or password",
+    0x87: "not authorized",
+    0x88: "server unavailable",
+    0x89: "server busy",
+    0x8A: "banned",
+}
+_CREDENTIALS_REFUSED = frozenset({4, 5, 0x86, 0x87})  # the fix is the user name and password
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,38 +101,45 @@ def check_rules(directory: Path) -> Iterator[Finding]:
 
 def check_broker(mqtt: MqttSettings, timeout_s: float = BROKER_TIMEOUT_S) -> Finding:
     """Connect as the gateway would (credentials, TLS, protocol) and wait for the CONNACK."""
+    return asyncio.run(_check_broker(mqtt, timeout_s))
+
+
+async def _check_broker(mqtt: MqttSettings, timeout_s: float) -> Finding:
     where = f"{'mqtts' if mqtt.tls else 'mqtt'}://{mqtt.host}:{mqtt.port}"
     who = f"user {mqtt.username}" if mqtt.username else "no user name"
     v5 = mqtt.protocol == "5"
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"lantern-check-{os.getpid()}",
-        protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
-        clean_session=None if v5 else True,
-        reconnect_on_failure=False,
+    connect = connect_packet(
+        f"lantern-check-{os.getpid()}",
+        max(5, int(timeout_s)),
+        v5,
+        0,  # no session left behind on the broker
+        1,
+        None,
+        mqtt.username,
+        mqtt.password,
+        clean_start=True,
     )
-    client.connect_timeout = timeout_s
-    if mqtt.username:
-        client.username_pw_set(mqtt.username, mqtt.password)
-    if mqtt.tls:
-        client.tls_set_context(ssl.create_default_context())
-    answers: list[ReasonCode] = []
-    client.on_connect = lambda _client, _userdata, _flags, reason, _props: answers.append(reason)
-    properties = None
-    if v5:
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = 0  # leave nothing behind on the broker
+    writer = None
     try:
-        client.connect(
-            mqtt.host, mqtt.port, keepalive=max(5, int(timeout_s)), properties=properties
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_connection(
+                mqtt.host,
+                mqtt.port,
+                ssl=ssl.create_default_context() if mqtt.tls else None,
+                server_hostname=mqtt.host if mqtt.tls else None,
+            )
+            writer.write(connect)
+            wire = Reader(v5)
+            while not (packets := wire.feed(await reader.read(4096) or _closed())):
+                pass
+    except TimeoutError:
+        return Finding(
+            False, f"mqtt.url: the broker at {where} did not answer within {timeout_s:g} s"
         )
-        deadline = time.monotonic() + timeout_s
-        while not answers and time.monotonic() < deadline:
-            client.loop(timeout=0.1)
     except ssl.SSLError as exc:
         detail = getattr(exc, "verify_message", None) or exc.reason or str(exc)
         return Finding(False, f"mqtt.url: TLS with {where} failed: {detail}")
-    except ConnectionResetError:
+    except (ConnectionResetError, _Closed):
         if mqtt.tls:  # a plain listener drops a TLS hello
             return Finding(
                 False,
@@ -133,22 +149,33 @@ def check_broker(mqtt: MqttSettings, timeout_s: float = BROKER_TIMEOUT_S) -> Fin
         return Finding(False, f"mqtt.url: the broker at {where} closed the connection")
     except OSError as exc:
         return Finding(False, f"mqtt.url: cannot reach the broker at {where}: {_os_reason(exc)}")
+    except ProtocolError as exc:
+        return Finding(False, f"mqtt.url: {where} does not speak MQTT as expected: {exc}")
     finally:
-        client.disconnect()
-        with contextlib.suppress(OSError):
-            client.loop(timeout=0.1)  # sends the DISCONNECT
-    if not answers:
+        if writer is not None:
+            with contextlib.suppress(OSError):
+                writer.write(disconnect_packet())
+                writer.close()
+    kind, _, body = packets[0]
+    if kind != CONNACK:
+        return Finding(False, f"mqtt.url: {where} answered CONNECT with packet type {kind}")
+    reason = Reader(v5).connack(body).reason
+    if reason:
+        refused = _CONNACK_REASONS.get(reason, f"reason code {reason}")
+        fix = "user name and password" if reason in _CREDENTIALS_REFUSED else "broker"
         return Finding(
-            False, f"mqtt.url: the broker at {where} did not answer within {timeout_s:g} s"
-        )
-    reason = answers[0]
-    if reason.is_failure:
-        fix = "user name and password" if reason.value in _CREDENTIALS_REFUSED else "broker"
-        return Finding(
-            False, f"mqtt.url: the broker at {where} refused {who}: {reason} (check the {fix})"
+            False, f"mqtt.url: the broker at {where} refused {who}: {refused} (check the {fix})"
         )
     return Finding(True, f"broker {where}: accepted {who} (MQTT {mqtt.protocol})")
 
 
+class _Closed(ConnectionError):
+    """The broker closed the connection before answering."""
+
+
+def _closed() -> bytes:
+    raise _Closed
+
+
 def _os_reason(exc: OSError) -> str:
-    return exc.strerror or str(exc) or type(exc).__name__
+    return os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__

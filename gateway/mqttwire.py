@@ -114,9 +114,10 @@ def connect_packet(
     will: tuple[str, bytes] | None,
     username: str | None = None,
     password: str | None = None,
+    clean_start: bool = False,
 ) -> bytes:
-    """CONNECT for a persistent session (clean start off), the will at QoS 1 and retained."""
-    flags = 0x00  # clean start / clean session off: the broker keeps our queue
+    """CONNECT, for a persistent session unless ``clean_start``; the will at QoS 1, retained."""
+    flags = 0x02 if clean_start else 0x00  # off: the broker keeps our queue while we are away
     if will is not None:
         flags |= 0x04 | 0x08 | 0x20  # will, will QoS 1, will retain
     if password is not None:

@@ -6,7 +6,9 @@ import asyncio
 import itertools
 import logging
 import os
+import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -16,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from gateway import systemd
+from gateway.localbroker import Mosquitto
+from tests.helpers import wait_until
 
 
 class FakeManager:
@@ -180,3 +184,33 @@ def test_without_a_watchdog_the_loop_refreshes_status_only(
     messages = manager.messages()
     assert "WATCHDOG=1" not in messages
     assert messages.count("STATUS=ok") >= 3
+
+
+async def test_lantern_run_tells_systemd_it_is_ready_alive_and_stopping(
+    tmp_path: Path, broker: Mosquitto, manager: FakeManager
+) -> None:
+    """The unit's Type=notify and WatchdogSec as the gateway meets them: READY=1 once the
+    broker is connected, WATCHDOG=1 from the loop at half the interval, STATUS= with the
+    one-line summary, STOPPING=1 on SIGTERM."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LANTERN_")}
+    env |= {
+        "LANTERN_STORE_ID": "sd",
+        "LANTERN_DATA_DIR": str(tmp_path / "data"),
+        "LANTERN_MQTT_URL": broker.url,
+        "LANTERN_WEB__PORT": "0",
+        "WATCHDOG_USEC": "1000000",  # a second: pings every half second
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "run", env=env, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        await wait_until(lambda: "READY=1" in manager.messages(0), timeout_s=30)
+        await wait_until(
+            lambda: sum("WATCHDOG=1" in m for m in manager.messages(0)) >= 3, timeout_s=10
+        )
+        statuses = [m for m in manager.messages(0) if m.startswith("STATUS=")]
+        assert statuses and statuses[-1].startswith("STATUS=mqtt up | in 0")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    assert "STOPPING=1" in manager.messages()
