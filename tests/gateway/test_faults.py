@@ -5,12 +5,14 @@ loses nothing, keeps its page up, says why, and resumes by itself."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from gateway.app import Gateway
 from gateway.clock import ManualClock
@@ -155,3 +157,41 @@ async def test_a_budget_full_of_scans_waits_for_the_central_record_then_resumes(
         assert status(gateway).events_committed < total
         await drained(gateway, central, total)
     assert serials(central) == [f"SN{n:06d}" for n in range(total)]
+
+
+@pytest.mark.slow  # real backoff: seconds of 503s
+async def test_a_central_record_answering_503_for_a_while_loses_nothing_and_is_caught_up_fast(
+    broker: Mosquitto, tmp_path: Path, clock: ManualClock, device: Publisher
+) -> None:
+    """The HTTP sink's default backoff (0.5 s, doubling, capped at 10 s) after a stretch of
+    503s: the first delivery once the record is healthy comes within the cap, and no scan is
+    lost or sent under two ids."""
+    unhealthy = True
+    refusals = 0
+
+    async def intercept(request: web.Request) -> int | None:
+        nonlocal refusals
+        if unhealthy:
+            refusals += 1
+            return 503
+        return None
+
+    async with Receiver() as central:
+        central.intercept = intercept
+        settings = settings_for(
+            tmp_path,
+            broker,
+            central,
+            http_sink={"url": central.url, "retry_min_s": 0.5, "retry_max_s": 10.0},
+        )
+        async with running_gateway(settings, clock):
+            await device.send([serial_scan(n) for n in range(300)])
+            await wait_until(lambda: refusals >= 5, timeout_s=30)  # backing off, several times
+            unhealthy = False
+            back = time.monotonic()
+            await wait_until(lambda: len(central.events) >= 1, timeout_s=15)
+            first_delivery_s = time.monotonic() - back
+            await wait_until(lambda: len(central.events) == 300)
+    assert first_delivery_s <= 10.5, first_delivery_s
+    assert serials(central) == [f"SN{n:06d}" for n in range(300)]
+    assert len(central.deliveries) == 300  # no batch resent once it was taken
