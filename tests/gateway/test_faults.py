@@ -106,6 +106,14 @@ async def test_a_full_disk_stops_acknowledging_loses_nothing_and_resumes_by_itse
         await wait_until(lambda: gateway.ingest.waiting_for_room is not None)
         page = await page_status(gateway)
         assert page["outbox"]["waiting_for_room"].startswith("no room on the disk")
+        assert gateway.web is not None
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{gateway.web.url}/readyz") as response:
+                assert response.status == 503
+                assert "outbox: no room on the disk" in await response.text()
+            metrics = f"{gateway.web.url}/metrics"
+            async with session.get(metrics, headers=bearer("technician")) as response:
+                assert "lantern_outbox_waiting_for_room 1.0" in await response.text()
         assert gateway.ingest.settled < total  # the rest waits at the broker, unacknowledged
         await drained(gateway, central, total)
         assert (await page_status(gateway))["outbox"]["waiting_for_room"] is None
