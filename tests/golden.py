@@ -145,6 +145,7 @@ def edge_part() -> list[Item]:
         _espresense("tile:c2f0aa0000f1", "entrance", rssi=-80),
         _espresense("known:C2:F0:AA:00:00:F2", "entrance", rssi=-80, mac="C2-F0-AA-00-00-F3"),
         _espresense("name:Pixel 7", "checkout", rssi=-75, distance=0.5),
+        _espresense("name:Far away", "checkout", rssi=-1e20, distance=1.5e17),
         _espresense("apple:1005:9-26", "checkout", rssi=-75, speed=0.1, interval=None),
         ("espresense/devices/c2f0aa0000f4/checkout", json.dumps({"rssi": -60})),
         # ... and broken ones: each a dead letter with its reason.
@@ -166,7 +167,8 @@ def edge_part() -> list[Item]:
             "espresense/rooms/bakery/telemetry",
             '{"ip": "10.0.0.5", "uptime": 1234, "ver": "v3.3.1", "rssi": -50, "freeHeap": 12345,'
             ' "mV": 3700, "batt": 95, "count": 3, "nested": {"a": null, "b": [1, 2.5, -0.0]},'
-            ' "big": 1e999, "huge": 123456789012345678901234567890, "text": "caf\\u00e9 \\u2028"}',
+            ' "big": 1e999, "huge": 123456789012345678901234567890, "text": "caf\\u00e9 \\u2028",'
+            ' "far": 1e20, "tiny": 1e-7, "edge": 9999999999999998.0, "floats": [1e16, -2.5e300]}',
         ),
         ("espresense/rooms/bakery/status", "offline"),
         ("espresense/rooms/bakery/status", "online"),
@@ -178,7 +180,8 @@ def edge_part() -> list[Item]:
             "home/TheengsGateway/BTtoMQTT/A4C138AABBCC",
             '{"id": "A4:C1:38:AA:BB:CC", "name": "ATC_AABBCC", "rssi": -60, "brand": "Xiaomi",'
             ' "model": "LYWSD03MMC", "model_id": "LYWSD03MMC", "tempc": 21.5, "hum": 45,'
-            ' "batt": 80, "volt": 2.9, "spike": 1e999, "mac_type": 0, "note": "at A4C138AABBCC"}',
+            ' "batt": 80, "volt": 2.9, "spike": 1e999, "count": 3e16, "mac_type": 0,'
+            ' "note": "at A4C138AABBCC"}',
         ),
         (
             "home/TheengsGateway/BTtoMQTT/426C75654368",
