@@ -4,16 +4,25 @@ An id is a UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then a 12-bit counte
 ids from one generator strictly increasing within a millisecond, then 62 random bits that keep
 two gateways (or a gateway before and after a restart) from colliding. ``(source, id)`` is the
 receiver's dedup key.
+
+A body is encoded by msgspec straight from the observation's values, byte for byte the JSON the
+pydantic ``CloudEvent.model_dump_json(exclude_none=True)`` of earlier versions wrote (the
+receivers and tests/fixtures/golden_events.jsonl hold it to that): the same field order, no
+``subject`` when there is none, non-finite numbers as ``null``, and the two places where the
+encoders differ written as pydantic wrote them (a float's positive exponent with its sign,
+``1e+16``; a time zone offset of seconds, cut to its minutes).
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+import msgspec
+import msgspec.inspect
 
 from devices.model import Observation
 from gateway.batch import EventRow
@@ -37,30 +46,45 @@ ACTION_PUBLISH_TYPE = "lantern.action.publish"
 
 _COUNTER_MAX = 0xFFF  # the 12 rand_a bits of UUIDv7 serve as the in-millisecond counter
 _RANDOM_BITS = 62
+_SEED_BITS = 128  # of OS randomness for a live generator: no two gateways share a sequence
+# msgspec writes a float from 1e16 on as 1e16, pydantic wrote 1e+16; below, the two agree.
+_PLAIN_FLOAT_LIMIT = 1e16
+_MINUTE = timedelta(minutes=1)
 
 
-class CloudEvent(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class CloudEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A structured CloudEvent 1.0, its fields in the order the outbox has always had them.
 
-    specversion: Literal["1.0"] = "1.0"
+    Only ``subject`` has a default (None), so ``omit_defaults`` leaves out just an absent
+    subject. ``time`` is a string only for an offset of seconds (:func:`_event_time`).
+    """
+
+    specversion: Literal["1.0"]
     id: str
     source: str
     type: str
-    time: datetime
+    time: datetime | str
     subject: str | None = None
-    datacontenttype: Literal["application/json"] = "application/json"
+    datacontenttype: Literal["application/json"]
     data: dict[str, Any]
+
+
+_ENCODER = msgspec.json.Encoder()
 
 
 class IdGenerator:
     """Strictly increasing UUIDv7 strings.
 
-    Live, the random bits come from the OS; the backtest passes a seeded ``random.Random``
-    so that the same recording always gives the same ids.
+    The random bits come from a ``random.Random``: live, one seeded once from the OS (an
+    ``os.urandom`` call per id cost more than the rest of the id); the backtest passes one with
+    a fixed seed so that the same recording always gives the same ids. The bits keep
+    generators apart; they are not a secret, and nothing is derived from them.
     """
 
     def __init__(self, rng: random.Random | None = None) -> None:
-        self._random_bits = rng.getrandbits if rng is not None else secrets.randbits
+        if rng is None:
+            rng = random.Random(secrets.randbits(_SEED_BITS))
+        self._random_bits = rng.getrandbits
         self._last_ms = -1
         self._counter = 0
 
@@ -121,23 +145,101 @@ class EventFactory:
         device_id: str | None = None,
         event_id: str | None = None,
     ) -> EventRow:
-        event = CloudEvent(
-            id=event_id or self._ids.next_id(time),
-            source=store_source(self._store_id, device_id),
-            type=event_type,
-            time=time,
-            subject=subject,
-            data=data,
-        )
-        return EventRow(event.id, event_type, event.model_dump_json(exclude_none=True))
+        """The row of an event made by a stage (a rule's action, an emitted event)."""
+        return self._row(event_type, time, subject, _exact_floats(data), device_id, event_id)
 
     def observed(self, observation: Observation, event_id: str, at: datetime) -> EventRow:
         """The row of an (already pseudonymised) observation received at ``at``."""
-        return self.row(
+        data = observation.data_values()
+        for name in _float_fields(type(observation)):
+            value = data.get(name)
+            if value is not None and _has_long_float(value):
+                data[name] = _exact_floats(value)
+        return self._row(
             observation.cloud_event_type(),
             observation.observed_at or at,
             observation.subject(),
-            observation.event_data(),
+            data,
             observation.device_id,
             event_id,
         )
+
+    def _row(
+        self,
+        event_type: str,
+        time: datetime,
+        subject: str | None,
+        data: dict[str, Any],
+        device_id: str | None,
+        event_id: str | None,
+    ) -> EventRow:
+        event_id = event_id or self._ids.next_id(time)
+        event = CloudEvent(
+            specversion="1.0",
+            id=event_id,
+            source=store_source(self._store_id, device_id),
+            type=event_type,
+            time=_event_time(time),
+            subject=subject,
+            datacontenttype="application/json",
+            data=data,
+        )
+        return EventRow(event_id, event_type, _ENCODER.encode(event).decode())
+
+
+def _event_time(at: datetime) -> datetime | str:
+    """The time as msgspec writes it, unless its zone's offset has seconds (a device's own
+    clock may say ``+00:00:30``): then as pydantic wrote it, the offset cut to its minutes."""
+    offset = at.utcoffset()
+    if offset is None or not offset % _MINUTE:
+        return at
+    seconds = int(offset.total_seconds())
+    sign = "-" if seconds < 0 else "+"
+    hours, minutes = divmod(abs(seconds) // 60, 60)
+    return f"{at.replace(tzinfo=None).isoformat()}{sign}{hours:02d}:{minutes:02d}"
+
+
+@functools.cache
+def _float_fields(kind: type[Observation]) -> tuple[str, ...]:
+    """The data fields of an observation kind that may hold a float (a float, or a container
+    of anything): the only ones :meth:`EventFactory.observed` looks into."""
+    info = msgspec.inspect.type_info(kind)
+    assert isinstance(info, msgspec.inspect.StructType)
+    return tuple(field.name for field in info.fields if _may_hold_float(field.type))
+
+
+def _may_hold_float(kind: msgspec.inspect.Type) -> bool:
+    if isinstance(kind, msgspec.inspect.FloatType | msgspec.inspect.AnyType):
+        return True
+    if isinstance(kind, msgspec.inspect.UnionType):
+        return any(_may_hold_float(member) for member in kind.types)
+    if isinstance(kind, msgspec.inspect.DictType):
+        return _may_hold_float(kind.value_type)
+    if isinstance(kind, msgspec.inspect.ListType | msgspec.inspect.VarTupleType):
+        return _may_hold_float(kind.item_type)
+    if isinstance(kind, msgspec.inspect.TupleType):
+        return any(_may_hold_float(item) for item in kind.item_types)
+    return False
+
+
+def _has_long_float(value: Any) -> bool:
+    """Whether a value holds a finite float that msgspec and pydantic write differently."""
+    kind = type(value)
+    if kind is float:
+        return not -_PLAIN_FLOAT_LIMIT < value < _PLAIN_FLOAT_LIMIT and value - value == 0
+    if kind is dict:
+        return any(map(_has_long_float, value.values()))
+    if kind is list or kind is tuple:
+        return any(map(_has_long_float, value))
+    return False
+
+
+def _exact_floats(value: Any) -> Any:
+    """The value with each float msgspec would write otherwise as pydantic wrote it."""
+    if not _has_long_float(value):
+        return value
+    if type(value) is float:
+        return msgspec.Raw(_ENCODER.encode(value).replace(b"e", b"e+"))
+    if type(value) is dict:
+        return {key: _exact_floats(item) for key, item in value.items()}
+    return [_exact_floats(item) for item in value]
