@@ -15,7 +15,9 @@ may appear nowhere but in a ``*mac`` field.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from devices.ble import (
@@ -117,7 +119,7 @@ def _sighting(message: Message, topic_id: str, room: str) -> Sighting:
     espresense_id = json_str(document, "id") or topic_id
     if not espresense_id:
         raise DecodeError("ESPresense sighting has no id")
-    identity, id_mac, frame = _identify(espresense_id)
+    identity, id_mac, beacon = _identify(espresense_id)
     payload_mac = json_str(document, "mac")
     return Sighting(
         device_id=_room(room),
@@ -127,12 +129,20 @@ def _sighting(message: Message, topic_id: str, room: str) -> Sighting:
         rssi=rssi,
         distance_m=json_number(document, "distance"),
         tx_power=measured_power(json_int(document, "rssi@1m")),
-        beacon=frame.fields() if frame is not None else None,
+        beacon=beacon,
     )
 
 
-def _identify(espresense_id: str) -> tuple[str | None, str | None, BeaconFrame | None]:
-    """(identity, mac, beacon frame) of an ESPresense id."""
+# A scanner reports each device it hears every second or so, under the same id: an id is
+# read once while it keeps coming (a few hundred bytes each; a big store has about 2,000
+# devices in range, and a day's 10,000 distinct beacons still fit). The beacon's fields are
+# shared by its sightings, read-only (``Sighting.beacon`` is a Mapping).
+_IDS_CACHED = 16_384
+
+
+@functools.lru_cache(maxsize=_IDS_CACHED)
+def _identify(espresense_id: str) -> tuple[str | None, str | None, Mapping[str, Any] | None]:
+    """(identity, mac, beacon fields) of an ESPresense id."""
     kind, _, rest = espresense_id.partition(":")
     if kind == "irk":
         if not _IRK.fullmatch(rest):
@@ -141,7 +151,7 @@ def _identify(espresense_id: str) -> tuple[str | None, str | None, BeaconFrame |
     frame = _beacon(kind, rest)
     if frame is None:
         return _fingerprint(espresense_id)
-    return frame.identity(), None, frame
+    return frame.identity(), None, frame.fields()
 
 
 def _beacon(kind: str, rest: str) -> BeaconFrame | None:
