@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 
+import msgspec
+
 from devices.model import Message, Observation
 from gateway.batch import Batch, DeadLetter, EventRow, Inbound
 from gateway.events import EventFactory, format_time
@@ -59,7 +61,8 @@ class DedupWindow:
 
     def __init__(self, size: int, digests: Iterable[bytes] = ()) -> None:
         self._order: deque[bytes] = deque()
-        self._counts: Counter[bytes] = Counter()
+        # digest -> how many of the window's messages have it (a legitimate repeat is two)
+        self._counts: dict[bytes, int] = {}
         self._size = size
         for digest in digests:
             self.add(digest)
@@ -68,17 +71,19 @@ class DedupWindow:
         return digest in self._counts
 
     def add(self, digest: bytes) -> None:
+        counts = self._counts
         self._order.append(digest)
-        self._counts[digest] += 1
+        counts[digest] = counts.get(digest, 0) + 1
         if len(self._order) > self._size:
             oldest = self._order.popleft()
-            self._counts[oldest] -= 1
-            if not self._counts[oldest]:
-                del self._counts[oldest]
+            left = counts[oldest] - 1
+            if left:
+                counts[oldest] = left
+            else:
+                del counts[oldest]
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(msgspec.Struct, frozen=True):
     """An observation that entered the batch, with the id its event has from then on."""
 
     observation: Observation
@@ -86,8 +91,7 @@ class Entry:
     event_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class Derived:
+class Derived(msgspec.Struct, frozen=True, kw_only=True):
     """What a stage makes of one entry.
 
     ``observations`` enter the batch right after it (through the later stages); ``rows`` are
