@@ -94,6 +94,8 @@ def _stdlib_json(text: str, what: str) -> Any:
 def json_number(document: Mapping[str, Any], key: str) -> float | None:
     """``document[key]`` as a float, None when absent or null, a decode error otherwise."""
     value = document.get(key)
+    if type(value) is float and value - value == 0:  # finite: most numbers devices send
+        return value
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):

@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Literal
 
 import msgspec
+import msgspec.inspect
 
 from lantern.errors import DecodeError
 
@@ -35,6 +36,8 @@ __all__ = [
     "ScanRead",
     "Sighting",
     "Telemetry",
+    "data_fields",
+    "json_convertible_fields",
     "json_ready",
     "normalize_mac",
 ]
@@ -88,23 +91,51 @@ class Observation(msgspec.Struct, frozen=True, kw_only=True):
     def event_data(self) -> dict[str, Any]:
         """The CloudEvent ``data``: JSON-ready, without the envelope fields and the fields
         that are None (tuples as lists, a non-finite float as None, as JSON has it)."""
-        return {name: json_ready(value) for name, value in self.data_values().items()}
+        convertible = json_convertible_fields(type(self))
+        return {
+            name: json_ready(value) if name in convertible else value
+            for name, value in self.data_values().items()
+        }
 
     def data_values(self) -> dict[str, Any]:
         """The data's fields that are not None, as they are: for an encoder that makes them
         JSON exactly as :meth:`event_data` does (the CloudEvent body, gateway/events.py)."""
         return {
             name: value
-            for name in _data_fields(type(self))
+            for name in data_fields(type(self))
             if (value := getattr(self, name)) is not None
         }
 
 
 @functools.cache
-def _data_fields(kind: type[Observation]) -> tuple[str, ...]:
+def data_fields(kind: type[Observation]) -> tuple[str, ...]:
     """The fields of a kind's event data, in declaration order (a subclass's after its
-    parent's, a field it redefines where the parent had it)."""
+    parent's, a field it redefines where the parent had it): all but the first two, the
+    envelope's."""
     return tuple(name for name in kind.__struct_fields__ if name not in _ENVELOPE_FIELDS)
+
+
+@functools.cache
+def json_convertible_fields(kind: type[Observation]) -> frozenset[str]:
+    """The data fields of a kind whose JSON form may differ from their value: those that may
+    hold a float (non-finite, or written in either of two ways) or a container. The others
+    (text, integers, booleans) are JSON as they are."""
+    info = msgspec.inspect.type_info(kind)
+    assert isinstance(info, msgspec.inspect.StructType)
+    return frozenset(field.name for field in info.fields if _may_convert(field.type))
+
+
+def _may_convert(kind: msgspec.inspect.Type) -> bool:
+    if isinstance(kind, msgspec.inspect.UnionType):
+        return any(_may_convert(member) for member in kind.types)
+    plain = (
+        msgspec.inspect.StrType,
+        msgspec.inspect.IntType,
+        msgspec.inspect.BoolType,
+        msgspec.inspect.LiteralType,
+        msgspec.inspect.NoneType,
+    )
+    return not isinstance(kind, plain)
 
 
 def json_ready(value: Any) -> Any:
@@ -187,6 +218,8 @@ _MAC_HEX = re.compile(r"[0-9a-f]{12}")
 
 def normalize_mac(text: str) -> str:
     """A MAC address in any common spelling as 12 lowercase hex digits, or a decode error."""
+    if _MAC_HEX.fullmatch(text):  # already so spelt, as most scanners send it
+        return text
     mac = _MAC_SEPARATORS.sub("", text).lower()
     if not _MAC_HEX.fullmatch(mac):
         raise DecodeError(f"not a MAC address: {text!r}")

@@ -22,9 +22,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import msgspec
-import msgspec.inspect
 
-from devices.model import Observation
+from devices.model import Observation, data_fields, json_convertible_fields
 from gateway.batch import EventRow
 
 __all__ = [
@@ -50,6 +49,7 @@ _SEED_BITS = 128  # of OS randomness for a live generator: no two gateways share
 # msgspec writes a float from 1e16 on as 1e16, pydantic wrote 1e+16; below, the two agree.
 _PLAIN_FLOAT_LIMIT = 1e16
 _MINUTE = timedelta(minutes=1)
+_ENVELOPE_FIELDS = 2  # device_id and observed_at lead every observation's fields
 
 
 class CloudEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -66,7 +66,7 @@ class CloudEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     time: datetime | str
     subject: str | None = None
     datacontenttype: Literal["application/json"]
-    data: dict[str, Any]
+    data: Any  # a dict, or an observation's data Struct (_data_layout), written as an object
 
 
 _ENCODER = msgspec.json.Encoder()
@@ -150,11 +150,18 @@ class EventFactory:
 
     def observed(self, observation: Observation, event_id: str, at: datetime) -> EventRow:
         """The row of an (already pseudonymised) observation received at ``at``."""
-        data = observation.data_values()
-        for name in _float_fields(type(observation)):
-            value = data.get(name)
+        wire, convertible = _data_layout(type(observation))
+        values = msgspec.structs.astuple(observation)
+        data: Any = None
+        for index in convertible:
+            value = values[index]
+            if type(value) is float and -_PLAIN_FLOAT_LIMIT < value < _PLAIN_FLOAT_LIMIT:
+                continue  # the common case, without a call
             if value is not None and _has_long_float(value):
-                data[name] = _exact_floats(value)
+                data = _exact_floats(observation.data_values())
+                break
+        if data is None:
+            data = wire(*values[_ENVELOPE_FIELDS:])
         return self._row(
             observation.cloud_event_type(),
             observation.observed_at or at,
@@ -169,7 +176,7 @@ class EventFactory:
         event_type: str,
         time: datetime,
         subject: str | None,
-        data: dict[str, Any],
+        data: Any,
         device_id: str | None,
         event_id: str | None,
     ) -> EventRow:
@@ -190,6 +197,8 @@ class EventFactory:
 def _event_time(at: datetime) -> datetime | str:
     """The time as msgspec writes it, unless its zone's offset has seconds (a device's own
     clock may say ``+00:00:30``): then as pydantic wrote it, the offset cut to its minutes."""
+    if at.tzinfo is UTC:  # receive times, and devices' own times in Z
+        return at
     offset = at.utcoffset()
     if offset is None or not offset % _MINUTE:
         return at
@@ -200,26 +209,20 @@ def _event_time(at: datetime) -> datetime | str:
 
 
 @functools.cache
-def _float_fields(kind: type[Observation]) -> tuple[str, ...]:
-    """The data fields of an observation kind that may hold a float (a float, or a container
-    of anything): the only ones :meth:`EventFactory.observed` looks into."""
-    info = msgspec.inspect.type_info(kind)
-    assert isinstance(info, msgspec.inspect.StructType)
-    return tuple(field.name for field in info.fields if _may_hold_float(field.type))
-
-
-def _may_hold_float(kind: msgspec.inspect.Type) -> bool:
-    if isinstance(kind, msgspec.inspect.FloatType | msgspec.inspect.AnyType):
-        return True
-    if isinstance(kind, msgspec.inspect.UnionType):
-        return any(_may_hold_float(member) for member in kind.types)
-    if isinstance(kind, msgspec.inspect.DictType):
-        return _may_hold_float(kind.value_type)
-    if isinstance(kind, msgspec.inspect.ListType | msgspec.inspect.VarTupleType):
-        return _may_hold_float(kind.item_type)
-    if isinstance(kind, msgspec.inspect.TupleType):
-        return any(_may_hold_float(item) for item in kind.item_types)
-    return False
+def _data_layout(kind: type[Observation]) -> tuple[type[msgspec.Struct], tuple[int, ...]]:
+    """A Struct of the kind's data fields that msgspec writes straight from the observation's
+    values (each defaults to None, and ``omit_defaults`` leaves the None ones out, as the
+    event's data does), and the positions of the values to look into for long floats."""
+    names = data_fields(kind)
+    assert kind.__struct_fields__[_ENVELOPE_FIELDS:] == names
+    wire = msgspec.defstruct(
+        f"{kind.__name__}Data", [(name, Any, None) for name in names], omit_defaults=True
+    )
+    convertible = json_convertible_fields(kind)
+    positions = tuple(
+        index for index, name in enumerate(kind.__struct_fields__) if name in convertible
+    )
+    return wire, positions
 
 
 def _has_long_float(value: Any) -> bool:

@@ -175,18 +175,19 @@ class Pipeline:
 
     def process(self, messages: Sequence[Inbound]) -> Processed:
         processed = Processed()
+        batch, dedup = processed.batch, self._dedup
+        self.messages += len(messages)
         for inbound in messages:
-            self.messages += 1
             if inbound.qos > 0:
                 processed.to_ack.append(inbound)
                 digest = message_digest(inbound.topic, inbound.payload)
-                if inbound.dup and digest in self._dedup:
+                if inbound.dup and digest in dedup:
                     processed.duplicates += 1
                     continue
-                self._dedup.add(digest)
-                processed.batch.digests.append(digest)
+                dedup.add(digest)
+                batch.digests.append(digest)
             for observation in self._decode(inbound, processed):
-                self._enter(processed.batch, observation, inbound.received_at)
+                self._enter(batch, observation, inbound.received_at)
         self._collect_state(processed.batch, closing=False)
         self.duplicates += processed.duplicates
         self.ignored += processed.ignored
@@ -218,17 +219,19 @@ class Pipeline:
         self, batch: Batch, observation: Observation, at: datetime, first_stage: int = 0
     ) -> None:
         entry = Entry(observation, at, self._events.mint(observation.observed_at or at))
+        stages = self.stages
         derived: list[tuple[int, Derived]] = []
-        for index in range(first_stage, len(self.stages)):
+        for index in range(first_stage, len(stages)):
             try:
-                outcome = self.stages[index].observe(entry)
+                outcome = stages[index].observe(entry)
             except Exception:  # a stage's boundary: its bug costs what it derives, not ingest
                 self._stage_failed(index, entry)
                 continue
+            if outcome is NOTHING:  # what most stages say of most entries
+                continue
             if not outcome.keep:
                 return
-            if outcome is not NOTHING:
-                derived.append((index, outcome))
+            derived.append((index, outcome))
         batch.events.append(self._events.observed(observation, entry.event_id, at))
         for index, outcome in derived:
             for derived_observation in outcome.observations:

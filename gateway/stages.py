@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from devices.health import Inventory
-from devices.model import DeviceStatus, Observation, Sighting
+from devices.model import Observation, Sighting
 from devices.reorder import ReorderReport, ReorderTracker, SlotConfig
 from gateway.batch import EventRow
 from gateway.events import ACTION_PUBLISH_TYPE, EventFactory
@@ -35,12 +35,10 @@ class HealthStage(Stage):
         self.inventory = inventory
 
     def observe(self, entry: Entry) -> Derived:
-        observation = entry.observation
-        news = self.inventory.observe([observation], entry.at)
-        if isinstance(observation, DeviceStatus):
-            return NOTHING if news else NOT_NEWS
-        statuses = [status for status in news if status is not observation]
-        return Derived(observations=statuses) if statuses else NOTHING
+        news = self.inventory.observe_one(entry.observation, entry.at)
+        if news is None:
+            return NOT_NEWS
+        return Derived(observations=news) if news else NOTHING
 
     def tick(self, now: datetime) -> Sequence[Observation]:
         return self.inventory.tick(now)
