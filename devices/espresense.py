@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+import msgspec
 
 from devices.ble import (
     AltBeaconFrame,
@@ -30,7 +32,7 @@ from devices.ble import (
     measured_power,
 )
 from devices.health import health_values
-from devices.jsonfields import json_int, json_number, json_object, json_str
+from devices.jsonfields import json_number, json_object, json_str, json_struct
 from devices.model import (
     DeviceStatus,
     Message,
@@ -111,26 +113,70 @@ def _status(message: Message, room: str) -> DeviceStatus:
     return DeviceStatus(device_id=room, online=online)
 
 
+class _SightingFields(msgspec.Struct):
+    """The fields of an ESPresense sighting the gateway reads, decoded in one typed pass."""
+
+    id: str | None = None
+    rssi: float | None = None
+    distance: float | None = None
+    mac: str | None = None
+    rssi_1m: float | None = msgspec.field(default=None, name="rssi@1m")
+
+
+_SIGHTING_FIELDS = msgspec.json.Decoder(_SightingFields)
+
+
 def _sighting(message: Message, topic_id: str, room: str) -> Sighting:
+    """The sighting, read in one typed pass when every field has its type (nearly always),
+    else field by field, each bad one named; both ways go through :func:`_sighting_of`."""
+    typed = json_struct(message, _SIGHTING_FIELDS)
+    if typed is not None and all(
+        number is None or number - number == 0
+        for number in (typed.rssi, typed.distance, typed.rssi_1m)
+    ):
+        numbers = {"rssi": typed.rssi, "distance": typed.distance, "rssi@1m": typed.rssi_1m}
+        texts = {"id": typed.id, "mac": typed.mac}
+        return _sighting_of(numbers.get, texts.get, topic_id, room)
     document = json_object(message, "ESPresense sighting")
-    rssi = json_number(document, "rssi")
+    return _sighting_of(
+        functools.partial(json_number, document),
+        functools.partial(json_str, document),
+        topic_id,
+        room,
+    )
+
+
+def _sighting_of(
+    number: Callable[[str], float | None],
+    text: Callable[[str], str | None],
+    topic_id: str,
+    room: str,
+) -> Sighting:
+    """A sighting from its payload's numbers and texts by key (a reader may raise a decode
+    error naming its key; they are read in this order, so the first problem is named)."""
+    rssi = number("rssi")
     if rssi is None:
         raise DecodeError("ESPresense sighting has no rssi")
-    espresense_id = json_str(document, "id") or topic_id
+    espresense_id = text("id") or topic_id
     if not espresense_id:
         raise DecodeError("ESPresense sighting has no id")
     identity, id_mac, beacon = _identify(espresense_id)
-    payload_mac = json_str(document, "mac")
+    payload_mac = text("mac")
     return Sighting(
         device_id=_room(room),
         scanner=room,
         identity=identity,
         mac=normalize_mac(payload_mac) if payload_mac else id_mac,
         rssi=rssi,
-        distance_m=json_number(document, "distance"),
-        tx_power=measured_power(json_int(document, "rssi@1m")),
+        distance_m=number("distance"),
+        tx_power=measured_power(_whole(number("rssi@1m"))),
         beacon=beacon,
     )
+
+
+def _whole(dbm: float | None) -> int | None:
+    """A power in dBm as a whole number (scanners send 12.0 or 12 alike)."""
+    return None if dbm is None else round(dbm)
 
 
 # A scanner reports each device it hears every second or so, under the same id: an id is

@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -20,12 +20,12 @@ from devices.model import Message
 from lantern.errors import DecodeError
 
 __all__ = [
-    "json_int",
     "json_nested_object",
     "json_number",
     "json_object",
     "json_object_list",
     "json_str",
+    "json_struct",
     "json_time",
     "json_type",
 ]
@@ -58,24 +58,42 @@ def _no_constant(name: str) -> float:
 # alone; every real device's payload has far fewer.
 _MSGSPEC_MAX_BRACKETS = 900
 _FAST_DECODER = msgspec.json.Decoder()
+_Struct = TypeVar("_Struct", bound=msgspec.Struct)
+_Decoded = TypeVar("_Decoded")
 
 
 def json_object(message: Message, what: str) -> dict[str, Any]:
     """The payload as a JSON object, or a decode error saying why it is not one."""
     text = message.text()
-    document: Any = None
-    if len(text) < _MSGSPEC_MAX_BRACKETS or (
-        text.count("{") + text.count("[") < _MSGSPEC_MAX_BRACKETS
-    ):
-        try:
-            document = _FAST_DECODER.decode(text)
-        except (msgspec.DecodeError, RecursionError):
-            document = None
+    document = _fast_decode(text, _FAST_DECODER)
     if not isinstance(document, dict):
         document = _stdlib_json(text, what)
     if not isinstance(document, dict):
         raise DecodeError(f"{what} must be a JSON object, got {json_type(document)}")
     return document
+
+
+def json_struct(message: Message, decoder: msgspec.json.Decoder[_Struct]) -> _Struct | None:
+    """The payload as the decoder's typed Struct, in one pass; None when it does not fit (a
+    value of another type, a non-object, anything :func:`json_object` would refuse), and the
+    decoder then reads it with :func:`json_object` and the typed readers, which say why.
+
+    A Struct's numbers are as :func:`json_number` reads them (an integer as a float) but may
+    be non-finite: the caller checks. A payload that is not UTF-8 is a decode error here too.
+    """
+    return _fast_decode(message.text(), decoder)
+
+
+def _fast_decode(text: str, decoder: msgspec.json.Decoder[_Decoded]) -> _Decoded | None:
+    """What msgspec makes of the text, or None if it refuses it."""
+    if len(text) >= _MSGSPEC_MAX_BRACKETS and (
+        text.count("{") + text.count("[") >= _MSGSPEC_MAX_BRACKETS
+    ):
+        return None
+    try:
+        return decoder.decode(text)
+    except (msgspec.DecodeError, RecursionError):
+        return None
 
 
 def _stdlib_json(text: str, what: str) -> Any:
@@ -107,12 +125,6 @@ def json_number(document: Mapping[str, Any], key: str) -> float | None:
     if not math.isfinite(number):
         raise DecodeError(f"{key} is out of range")
     return number
-
-
-def json_int(document: Mapping[str, Any], key: str) -> int | None:
-    """``document[key]`` rounded to an integer (scanners send dBm as 12.0 or 12 alike)."""
-    value = json_number(document, key)
-    return None if value is None else round(value)
 
 
 def json_str(document: Mapping[str, Any], key: str) -> str | None:
