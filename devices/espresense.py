@@ -130,9 +130,11 @@ def _sighting(message: Message, topic_id: str, room: str) -> Sighting:
     """The sighting, read in one typed pass when every field has its type (nearly always),
     else field by field, each bad one named; both ways go through :func:`_sighting_of`."""
     typed = json_struct(message, _SIGHTING_FIELDS)
-    if typed is not None and all(
-        number is None or number - number == 0
-        for number in (typed.rssi, typed.distance, typed.rssi_1m)
+    if (
+        typed is not None
+        and _finite(typed.rssi)
+        and _finite(typed.distance)
+        and _finite(typed.rssi_1m)
     ):
         numbers = {"rssi": typed.rssi, "distance": typed.distance, "rssi@1m": typed.rssi_1m}
         texts = {"id": typed.id, "mac": typed.mac}
@@ -144,6 +146,10 @@ def _sighting(message: Message, topic_id: str, room: str) -> Sighting:
         topic_id,
         room,
     )
+
+
+def _finite(number: float | None) -> bool:
+    return number is None or number - number == 0  # NaN and the infinities are not
 
 
 def _sighting_of(
