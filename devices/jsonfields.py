@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TypeVar
@@ -53,11 +54,13 @@ def _no_constant(name: str) -> float:
 # msgspec parses a payload in C, several times faster than json. A payload it refuses goes
 # through json, which gives the result or the refusal reason this module has always given: every
 # document both parse is the same dict, and the two differ only on payloads msgspec refuses and
-# json takes (NaN, 1e999, lone surrogates) or words its refusal otherwise. They also reach
+# json takes (NaN, 1e999, lone surrogates: json then refuses those, see _stdlib_json) or words
+# its refusal otherwise. They also reach
 # their nesting limits a few levels apart, so a payload with this many brackets goes to json
 # alone; every real device's payload has far fewer.
 _MSGSPEC_MAX_BRACKETS = 900
 _FAST_DECODER = msgspec.json.Decoder()
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _Struct = TypeVar("_Struct", bound=msgspec.Struct)
 _Decoded = TypeVar("_Decoded")
 
@@ -100,7 +103,14 @@ def _stdlib_json(text: str, what: str) -> Any:
     try:
         # Infinity from an overflowing exponent is caught where a number is read (json_number):
         # a parse_float hook here would call Python for every number of every message.
-        return json.loads(text, parse_constant=_no_constant)
+        document = json.loads(text, parse_constant=_no_constant)
+        if _SURROGATE_ESCAPE.search(text):
+            # json takes "\ud800" alone, and no event could carry the string it makes: it
+            # cannot be written as UTF-8. Caught here, it is this message's dead letter.
+            json.dumps(document, ensure_ascii=False).encode("utf-8")
+        return document
+    except UnicodeEncodeError:
+        raise DecodeError(f"{what} has a lone UTF-16 surrogate (\\ud800-\\udfff)") from None
     except json.JSONDecodeError as exc:
         raise DecodeError(f"{what} is not valid JSON: {exc.msg} at {exc.pos}") from None
     except (ValueError, RecursionError) as exc:

@@ -149,3 +149,13 @@ def test_live_generators_draw_apart_and_a_seeded_one_repeats_itself() -> None:
     assert IdGenerator().next_id(NOW) != IdGenerator().next_id(NOW)
     first, again = (IdGenerator(random.Random(7)) for _ in range(2))
     assert [first.next_id(NOW) for _ in range(5)] == [again.next_id(NOW) for _ in range(5)]
+
+
+def test_a_string_no_event_can_carry_is_a_dead_letter_and_the_batch_goes_on() -> None:
+    """JSON lets a device send a lone surrogate ("\\ud800"); it cannot be written as UTF-8,
+    so its message is refused at the decoder instead of failing the batch's encoding."""
+    telemetry = Inbound.local("espresense/rooms/bakery/telemetry", b'{"note": "\\ud800"}', NOW)
+    processed = pipeline().process([telemetry, scan(1, dup=False)])
+    (letter,) = processed.batch.dead_letters
+    assert letter.reason == "ESPresense telemetry has a lone UTF-16 surrogate (\\ud800-\\udfff)"
+    assert [row.type for row in processed.batch.events] == ["lantern.scan.read"]
