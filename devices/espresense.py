@@ -74,9 +74,9 @@ _IRK = re.compile(r"[0-9a-f]{32}", re.IGNORECASE)
 
 def parse(message: Message) -> list[Observation] | None:
     """Observations of one ESPresense message; None for a topic that is not ESPresense's."""
-    levels = message.topic.split("/")
     if "id" in message.fields and "room" in message.fields:
         return [_sighting(message, message.fields["id"], message.fields["room"])]
+    levels = message.topic.split("/")
     if len(levels) < 3:
         return None
     if levels[-3] == _DEVICES_LEVEL:

@@ -50,6 +50,7 @@ _SEED_BITS = 128  # of OS randomness for a live generator: no two gateways share
 _PLAIN_FLOAT_LIMIT = 1e16
 _MINUTE = timedelta(minutes=1)
 _ENVELOPE_FIELDS = 2  # device_id and observed_at lead every observation's fields
+_CONTAINERS = frozenset({dict, list, tuple})
 
 
 class CloudEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -87,6 +88,7 @@ class IdGenerator:
         self._random_bits = rng.getrandbits
         self._last_ms = -1
         self._counter = 0
+        self._prefix = ""  # the id's text up to the counter, the same all millisecond long
 
     def next_id(self, at: datetime) -> str:
         millis = int(at.timestamp() * 1000)
@@ -98,16 +100,11 @@ class IdGenerator:
                 self._counter = 0
         else:
             self._counter = 0
-        self._last_ms = millis
-        value = (
-            (millis << 80)
-            | (0x7 << 76)
-            | (self._counter << 64)
-            | (0b10 << 62)
-            | self._random_bits(_RANDOM_BITS)
-        )
-        text = f"{value:032x}"
-        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+        if millis != self._last_ms:
+            self._prefix = f"{millis >> 16:08x}-{millis & 0xFFFF:04x}-7"  # 7: the version
+            self._last_ms = millis
+        tail = f"{(0b10 << 62) | self._random_bits(_RANDOM_BITS):016x}"  # 0b10: the variant
+        return f"{self._prefix}{self._counter:03x}-{tail[:4]}-{tail[4:]}"
 
 
 def store_source(store_id: str, device_id: str | None = None) -> str:
@@ -231,9 +228,18 @@ def _has_long_float(value: Any) -> bool:
     if kind is float:
         return not -_PLAIN_FLOAT_LIMIT < value < _PLAIN_FLOAT_LIMIT and value - value == 0
     if kind is dict:
-        return any(map(_has_long_float, value.values()))
-    if kind is list or kind is tuple:
-        return any(map(_has_long_float, value))
+        items = value.values()
+    elif kind is list or kind is tuple:
+        items = value
+    else:
+        return False
+    for item in items:  # without a call for each text or integer: most values are those
+        item_kind = type(item)
+        if item_kind is float:
+            if not -_PLAIN_FLOAT_LIMIT < item < _PLAIN_FLOAT_LIMIT and item - item == 0:
+                return True
+        elif item_kind in _CONTAINERS and _has_long_float(item):
+            return True
     return False
 
 
