@@ -91,11 +91,11 @@ class Observation(msgspec.Struct, frozen=True, kw_only=True):
     def event_data(self) -> dict[str, Any]:
         """The CloudEvent ``data``: JSON-ready, without the envelope fields and the fields
         that are None (tuples as lists, a non-finite float as None, as JSON has it)."""
-        convertible = json_convertible_fields(type(self))
-        return {
-            name: json_ready(value) if name in convertible else value
-            for name, value in self.data_values().items()
-        }
+        data = self.data_values()
+        for name in json_convertible_fields(type(self)):
+            if name in data:
+                data[name] = json_ready(data[name])
+        return data
 
     def data_values(self) -> dict[str, Any]:
         """The data's fields that are not None, as they are: for an encoder that makes them
