@@ -14,15 +14,16 @@ frames are copied verbatim into ``Sighting.beacon``, which is not pseudonymised.
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Annotated, Any, Literal, TypeVar
 
+import msgspec
+import msgspec.inspect
 from bluetooth_data_tools import parse_advertisement_data_bytes
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, StringConstraints
-from pydantic import ValidationError as _ValidationError
 
 from devices.model import normalize_mac
 from lantern.errors import DecodeError
@@ -50,29 +51,29 @@ __all__ = [
 ]
 
 _HEX = "[0-9a-f]"
+# A frame's value constraints, as msgspec.Meta: build_frame checks values given as JSON
+# against them; values unpacked from bytes meet them by construction.
 _Uuid = Annotated[
-    str,
-    StringConstraints(pattern=f"^{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}$"),
+    str, msgspec.Meta(pattern=f"^{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}$")
 ]
-_UInt16 = Annotated[int, Field(ge=0, le=0xFFFF)]
-_UInt8 = Annotated[int, Field(ge=0, le=0xFF)]
-_Int8 = Annotated[int, Field(ge=-128, le=127)]
-_NamespaceHex = Annotated[str, StringConstraints(pattern=f"^{_HEX}{{20}}$")]
-_InstanceHex = Annotated[str, StringConstraints(pattern=f"^{_HEX}{{12}}$")]
-_EidHex = Annotated[str, StringConstraints(pattern=f"^{_HEX}{{16}}$")]
+_UInt16 = Annotated[int, msgspec.Meta(ge=0, le=0xFFFF)]
+_UInt8 = Annotated[int, msgspec.Meta(ge=0, le=0xFF)]
+_Int8 = Annotated[int, msgspec.Meta(ge=-128, le=127)]
+_NamespaceHex = Annotated[str, msgspec.Meta(pattern=f"^{_HEX}{{20}}$")]
+_InstanceHex = Annotated[str, msgspec.Meta(pattern=f"^{_HEX}{{12}}$")]
+_EidHex = Annotated[str, msgspec.Meta(pattern=f"^{_HEX}{{16}}$")]
 
 
 # --- frames -------------------------------------------------------------------------------
 
 
-class BeaconFrame(BaseModel):
+class BeaconFrame(msgspec.Struct, frozen=True, kw_only=True):
     """One decoded beacon frame; subclasses are the formats.
 
     Values a source did not give (ESPresense reports a beacon's id, not its calibrated power)
-    are None and left out of :meth:`fields`.
+    are None and left out of :meth:`fields`. A frame is a Struct, built in C on the per-message
+    path; :func:`build_frame` checks values that did not come from bytes.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     format: str
 
@@ -82,7 +83,11 @@ class BeaconFrame(BaseModel):
 
     def fields(self) -> dict[str, Any]:
         """The frame as JSON-ready values, the shape of ``Sighting.beacon``."""
-        return self.model_dump(mode="json", exclude_none=True)
+        return {
+            name: value
+            for name in self.__struct_fields__
+            if (value := getattr(self, name)) is not None
+        }
 
     def measured_power_1m(self) -> int | None:
         """The beacon's calibrated RSSI at 1 m for the distance model, or None."""
@@ -102,7 +107,7 @@ def measured_power(dbm: int | None) -> int | None:
     return dbm if dbm is not None and dbm < 0 else None
 
 
-class IBeaconFrame(BeaconFrame):
+class IBeaconFrame(BeaconFrame, frozen=True, kw_only=True):
     format: Literal["ibeacon"] = "ibeacon"
     uuid: _Uuid
     major: _UInt16
@@ -116,7 +121,7 @@ class IBeaconFrame(BeaconFrame):
         return measured_power(self.tx_power_1m)
 
 
-class AltBeaconFrame(BeaconFrame):
+class AltBeaconFrame(BeaconFrame, frozen=True, kw_only=True):
     """An AltBeacon; its 20-byte beacon id split as id1 (UUID), id2, id3, by convention.
 
     ``reserved`` (the manufacturer's byte) is None when the beacon leaves it out, as the
@@ -138,7 +143,7 @@ class AltBeaconFrame(BeaconFrame):
         return measured_power(self.tx_power_1m)
 
 
-class EddystoneUidFrame(BeaconFrame):
+class EddystoneUidFrame(BeaconFrame, frozen=True, kw_only=True):
     format: Literal["eddystone-uid"] = "eddystone-uid"
     namespace: _NamespaceHex
     instance: _InstanceHex
@@ -148,13 +153,13 @@ class EddystoneUidFrame(BeaconFrame):
         return f"eddystone:{self.namespace}-{self.instance}"
 
 
-class EddystoneUrlFrame(BeaconFrame):
+class EddystoneUrlFrame(BeaconFrame, frozen=True, kw_only=True):
     format: Literal["eddystone-url"] = "eddystone-url"
     url: str
     tx_power_0m: _Int8
 
 
-class EddystoneTlmFrame(BeaconFrame):
+class EddystoneTlmFrame(BeaconFrame, frozen=True, kw_only=True):
     """Unencrypted telemetry (version 0); a value the beacon does not measure is None."""
 
     format: Literal["eddystone-tlm"] = "eddystone-tlm"
@@ -165,10 +170,11 @@ class EddystoneTlmFrame(BeaconFrame):
 
     def telemetry_values(self) -> dict[str, Any]:
         """The beacon's health, for a ``Telemetry`` observation's ``values``."""
-        return self.model_dump(include={"battery_mv", "temperature_c"}, exclude_none=True)
+        health = {"battery_mv": self.battery_mv, "temperature_c": self.temperature_c}
+        return {name: value for name, value in health.items() if value is not None}
 
 
-class EddystoneEidFrame(BeaconFrame):
+class EddystoneEidFrame(BeaconFrame, frozen=True, kw_only=True):
     format: Literal["eddystone-eid"] = "eddystone-eid"
     eid: _EidHex
     tx_power_0m: _Int8
@@ -178,20 +184,94 @@ class EddystoneEidFrame(BeaconFrame):
 
 
 _Frame = TypeVar("_Frame", bound=BeaconFrame)
+# A field's check: the value as the frame keeps it, or the reason it is refused. The reasons
+# are worded as the pydantic models these frames once were worded them, so a dead letter's
+# reason is the same as before.
+_Check = Callable[[Any], "tuple[Any, str | None]"]
 
 
 def build_frame(frame_type: type[_Frame], **values: Any) -> _Frame:
-    """A frame from values a scanner decoded itself (JSON), or a decode error naming the bad one."""
+    """A frame from values a scanner decoded itself (JSON), or a decode error naming the bad one.
+
+    Types are strict (a string is no number, a float no integer, a boolean neither); each
+    problem is named, in the frame's field order.
+    """
+    frame_format, checks, required = _frame_checks(frame_type)
+    problems: list[str] = []
+    checked: dict[str, Any] = {}
+    for name, check in checks.items():
+        if name not in values:
+            if name in required:
+                problems.append(f"{name}: Field required")
+            continue
+        value, problem = check(values[name])
+        if problem is not None:
+            problems.append(f"{name}: {problem}")
+        checked[name] = value
+    problems += [f"{name}: Extra inputs are not permitted" for name in values if name not in checks]
+    if problems:
+        raise DecodeError(f"invalid {frame_format}: {'; '.join(problems)}")
+    return frame_type(**checked)
+
+
+@functools.cache
+def _frame_checks(
+    frame_type: type[BeaconFrame],
+) -> tuple[str, dict[str, _Check], frozenset[str]]:
+    """The frame's format, each field's check in field order, and the fields without a
+    default."""
+    info = msgspec.inspect.type_info(frame_type)
+    assert isinstance(info, msgspec.inspect.StructType)
+    checks = {field.name: _check(field.type) for field in info.fields}
+    required = frozenset(field.name for field in info.fields if field.required)
+    (frame_format,) = (field.default for field in info.fields if field.name == "format")
+    return str(frame_format), checks, required
+
+
+def _check(kind: msgspec.inspect.Type) -> _Check:
+    if isinstance(kind, msgspec.inspect.UnionType):
+        (inner,) = [
+            member for member in kind.types if not isinstance(member, msgspec.inspect.NoneType)
+        ]
+        inner_check = _check(inner)
+        return lambda value: (None, None) if value is None else inner_check(value)
+    if isinstance(kind, msgspec.inspect.LiteralType):
+        wanted = " or ".join(repr(value) for value in kind.values)
+        return lambda value: (value, None if value in kind.values else f"Input should be {wanted}")
+    if isinstance(kind, msgspec.inspect.StrType):
+        return partial(_check_str, re.compile(kind.pattern) if kind.pattern else None)
+    if isinstance(kind, msgspec.inspect.IntType):
+        return partial(_check_int, kind.ge, kind.le)
+    if isinstance(kind, msgspec.inspect.FloatType):
+        return _check_float
+    raise TypeError(f"no check for a frame field of {kind}")
+
+
+def _check_str(pattern: re.Pattern[str] | None, value: Any) -> tuple[Any, str | None]:
+    if not isinstance(value, str):
+        return value, "Input should be a valid string"
+    if pattern is not None and pattern.fullmatch(value) is None:
+        return value, f"String should match pattern '{pattern.pattern}'"
+    return value, None
+
+
+def _check_int(low: int | None, high: int | None, value: Any) -> tuple[Any, str | None]:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return value, "Input should be a valid integer"
+    if low is not None and value < low:
+        return value, f"Input should be greater than or equal to {low}"
+    if high is not None and value > high:
+        return value, f"Input should be less than or equal to {high}"
+    return value, None
+
+
+def _check_float(value: Any) -> tuple[Any, str | None]:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value, "Input should be a valid number"
     try:
-        return frame_type(**values)
-    except _ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
-            for error in exc.errors()
-        )
-        raise DecodeError(
-            f"invalid {frame_type.model_fields['format'].default}: {problems}"
-        ) from None
+        return float(value), None
+    except OverflowError:
+        return value, "Input should be a valid number"
 
 
 def uuid_text(raw: bytes) -> str:
@@ -382,17 +462,15 @@ def frame_from_advertisement(
     return fallback
 
 
-class Advertisement(BaseModel):
+class Advertisement(msgspec.Struct, frozen=True, kw_only=True):
     """A parsed advertisement (its GAP AD structures) and the beacon frame it carries."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     local_name: str | None = None
     service_uuids: tuple[str, ...] = ()
     service_data: Mapping[str, bytes] = {}
     manufacturer_data: Mapping[int, bytes] = {}
     tx_power: int | None = None
-    frame: SerializeAsAny[BeaconFrame] | None = None
+    frame: BeaconFrame | None = None
 
 
 def parse_advertisement(adv: bytes) -> Advertisement:

@@ -15,8 +15,12 @@ may appear nowhere but in a ``*mac`` field.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable, Mapping
 from typing import Any
+
+import msgspec
 
 from devices.ble import (
     AltBeaconFrame,
@@ -28,7 +32,7 @@ from devices.ble import (
     measured_power,
 )
 from devices.health import health_values
-from devices.jsonfields import json_int, json_number, json_object, json_str
+from devices.jsonfields import json_number, json_object, json_str, json_struct
 from devices.model import (
     DeviceStatus,
     Message,
@@ -70,9 +74,9 @@ _IRK = re.compile(r"[0-9a-f]{32}", re.IGNORECASE)
 
 def parse(message: Message) -> list[Observation] | None:
     """Observations of one ESPresense message; None for a topic that is not ESPresense's."""
-    levels = message.topic.split("/")
     if "id" in message.fields and "room" in message.fields:
         return [_sighting(message, message.fields["id"], message.fields["room"])]
+    levels = message.topic.split("/")
     if len(levels) < 3:
         return None
     if levels[-3] == _DEVICES_LEVEL:
@@ -109,30 +113,88 @@ def _status(message: Message, room: str) -> DeviceStatus:
     return DeviceStatus(device_id=room, online=online)
 
 
+class _SightingFields(msgspec.Struct):
+    """The fields of an ESPresense sighting the gateway reads, decoded in one typed pass."""
+
+    id: str | None = None
+    rssi: float | None = None
+    distance: float | None = None
+    mac: str | None = None
+    rssi_1m: float | None = msgspec.field(default=None, name="rssi@1m")
+
+
+_SIGHTING_FIELDS = msgspec.json.Decoder(_SightingFields)
+
+
 def _sighting(message: Message, topic_id: str, room: str) -> Sighting:
+    """The sighting, read in one typed pass when every field has its type (nearly always),
+    else field by field, each bad one named; both ways go through :func:`_sighting_of`."""
+    typed = json_struct(message, _SIGHTING_FIELDS)
+    if (
+        typed is not None
+        and _finite(typed.rssi)
+        and _finite(typed.distance)
+        and _finite(typed.rssi_1m)
+    ):
+        numbers = {"rssi": typed.rssi, "distance": typed.distance, "rssi@1m": typed.rssi_1m}
+        texts = {"id": typed.id, "mac": typed.mac}
+        return _sighting_of(numbers.get, texts.get, topic_id, room)
     document = json_object(message, "ESPresense sighting")
-    rssi = json_number(document, "rssi")
+    return _sighting_of(
+        functools.partial(json_number, document),
+        functools.partial(json_str, document),
+        topic_id,
+        room,
+    )
+
+
+def _finite(number: float | None) -> bool:
+    return number is None or number - number == 0  # NaN and the infinities are not
+
+
+def _sighting_of(
+    number: Callable[[str], float | None],
+    text: Callable[[str], str | None],
+    topic_id: str,
+    room: str,
+) -> Sighting:
+    """A sighting from its payload's numbers and texts by key (a reader may raise a decode
+    error naming its key; they are read in this order, so the first problem is named)."""
+    rssi = number("rssi")
     if rssi is None:
         raise DecodeError("ESPresense sighting has no rssi")
-    espresense_id = json_str(document, "id") or topic_id
+    espresense_id = text("id") or topic_id
     if not espresense_id:
         raise DecodeError("ESPresense sighting has no id")
-    identity, id_mac, frame = _identify(espresense_id)
-    payload_mac = json_str(document, "mac")
+    identity, id_mac, beacon = _identify(espresense_id)
+    payload_mac = text("mac")
     return Sighting(
         device_id=_room(room),
         scanner=room,
         identity=identity,
         mac=normalize_mac(payload_mac) if payload_mac else id_mac,
         rssi=rssi,
-        distance_m=json_number(document, "distance"),
-        tx_power=measured_power(json_int(document, "rssi@1m")),
-        beacon=frame.fields() if frame is not None else None,
+        distance_m=number("distance"),
+        tx_power=measured_power(_whole(number("rssi@1m"))),
+        beacon=beacon,
     )
 
 
-def _identify(espresense_id: str) -> tuple[str | None, str | None, BeaconFrame | None]:
-    """(identity, mac, beacon frame) of an ESPresense id."""
+def _whole(dbm: float | None) -> int | None:
+    """A power in dBm as a whole number (scanners send 12.0 or 12 alike)."""
+    return None if dbm is None else round(dbm)
+
+
+# A scanner reports each device it hears every second or so, under the same id: an id is
+# read once while it keeps coming (a few hundred bytes each; a big store has about 2,000
+# devices in range, and a day's 10,000 distinct beacons still fit). The beacon's fields are
+# shared by its sightings, read-only (``Sighting.beacon`` is a Mapping).
+_IDS_CACHED = 16_384
+
+
+@functools.lru_cache(maxsize=_IDS_CACHED)
+def _identify(espresense_id: str) -> tuple[str | None, str | None, Mapping[str, Any] | None]:
+    """(identity, mac, beacon fields) of an ESPresense id."""
     kind, _, rest = espresense_id.partition(":")
     if kind == "irk":
         if not _IRK.fullmatch(rest):
@@ -141,7 +203,7 @@ def _identify(espresense_id: str) -> tuple[str | None, str | None, BeaconFrame |
     frame = _beacon(kind, rest)
     if frame is None:
         return _fingerprint(espresense_id)
-    return frame.identity(), None, frame
+    return frame.identity(), None, frame.fields()
 
 
 def _beacon(kind: str, rest: str) -> BeaconFrame | None:

@@ -51,6 +51,7 @@ HEALTH_KEYS = (
     "wifi_rssi_dbm",
 )
 _HEALTH_TEXT_KEYS = frozenset({"firmware"})
+_HEALTH_KEY_SET = frozenset(HEALTH_KEYS)
 
 
 def health_values(
@@ -143,17 +144,23 @@ class Inventory:
         """
         kept: list[Observation] = []
         for observation in observations:
-            if isinstance(observation, DeviceStatus):
-                if self._set_online(observation.device_id, observation.online, at):
-                    kept.append(observation)
-                continue
-            if isinstance(observation, Sighting):
-                kept.extend(self._beacon(observation, at))
-            health = _health_of(observation) if isinstance(observation, Telemetry) else None
-            if self._set_online(observation.device_id, True, at, health=health):
-                kept.append(DeviceStatus(device_id=observation.device_id, online=True))
-            kept.append(observation)
+            news = self.observe_one(observation, at)
+            if news is not None:
+                kept.extend(news)
+                kept.append(observation)
         return kept
+
+    def observe_one(self, observation: Observation, at: datetime) -> list[Observation] | None:
+        """Update from one observation: the status changes it causes besides itself, in the
+        order :meth:`observe` keeps them, or None when it is a device's status that is no
+        news (and is not kept)."""
+        if isinstance(observation, DeviceStatus):
+            return [] if self._set_online(observation.device_id, observation.online, at) else None
+        news = self._beacon(observation, at) if isinstance(observation, Sighting) else []
+        health = _health_of(observation) if isinstance(observation, Telemetry) else None
+        if self._set_online(observation.device_id, True, at, health=health):
+            news.append(DeviceStatus(device_id=observation.device_id, online=True))
+        return news
 
     def tick(self, now: datetime) -> list[Observation]:
         """Flag every device silent for longer than its expected interval, once."""
@@ -206,7 +213,8 @@ class Inventory:
         if changed:
             state.offline_reason = reason
         state.online = online
-        state.last_seen = max(at, state.last_seen)
+        if at > state.last_seen:
+            state.last_seen = at
         if health:
             state.health.update(health)
         return changed
@@ -215,6 +223,8 @@ class Inventory:
 def _health_of(observation: Observation) -> dict[str, Any]:
     if isinstance(observation, Telemetry):
         return {key: observation.values[key] for key in HEALTH_KEYS if key in observation.values}
-    if isinstance(observation, Sighting) and observation.beacon:
-        return {key: observation.beacon[key] for key in HEALTH_KEYS if key in observation.beacon}
+    beacon = observation.beacon if isinstance(observation, Sighting) else None
+    # Most beacons (iBeacon, Eddystone UID) carry no health: one set operation says so.
+    if beacon and not _HEALTH_KEY_SET.isdisjoint(beacon):
+        return {key: beacon[key] for key in HEALTH_KEYS if key in beacon}
     return {}

@@ -7,17 +7,25 @@ broken"). Nothing else may escape a decoder; the fuzz tests hold every family to
 Raw MAC addresses appear only in fields whose name ends in ``mac`` (normalised to 12
 lowercase hex digits by :func:`normalize_mac`); ``gateway/privacy.py`` replaces exactly
 those fields by keyed pseudonyms before anything is stored, logged or forwarded.
+
+Observations are frozen ``msgspec.Struct`` values, not pydantic models: a decoder builds one or
+more per message, and a Struct is built in C without validation (about a tenth of a model's
+cost, and half a slotted class's with a Python ``__init__``). Nothing checks the field types at
+construction, so a decoder hands each field the type it declares (a float for a float, never
+an int: the event's JSON would say ``-60`` for ``-60.0``).
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+import msgspec
+import msgspec.inspect
 
 from lantern.errors import DecodeError
 
@@ -28,12 +36,14 @@ __all__ = [
     "ScanRead",
     "Sighting",
     "Telemetry",
+    "data_fields",
+    "json_convertible_fields",
+    "json_ready",
     "normalize_mac",
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(msgspec.Struct, frozen=True):
     """One inbound message as received, before any decoding.
 
     ``fields`` holds the named parts of the topic (``{"device": "scanner-1"}`` for
@@ -43,7 +53,7 @@ class Message:
     topic: str
     payload: bytes
     received_at: datetime
-    fields: Mapping[str, str] = field(default_factory=dict)
+    fields: Mapping[str, str] = {}
 
     def text(self) -> str:
         """The payload as UTF-8 text, or a decode error saying it is not."""
@@ -53,15 +63,17 @@ class Message:
             raise DecodeError(f"payload is not UTF-8 (byte {exc.start})") from None
 
 
-class Observation(BaseModel):
+# The envelope's own fields: the event's source and time, never part of its data.
+_ENVELOPE_FIELDS = frozenset({"device_id", "observed_at"})
+
+
+class Observation(msgspec.Struct, frozen=True, kw_only=True):
     """What one device said, decoded. The gateway turns each into one CloudEvent.
 
     ``device_id`` is the device that reported it (the scanner, access point or smart
     device); ``observed_at`` is the device's own time when it gave one, otherwise None and
     the receive time is used.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     event_type: ClassVar[str]
 
@@ -77,11 +89,69 @@ class Observation(BaseModel):
         return self.device_id
 
     def event_data(self) -> dict[str, Any]:
-        """The CloudEvent ``data``: JSON-ready, without the envelope fields."""
-        return self.model_dump(mode="json", exclude={"device_id", "observed_at"}, exclude_none=True)
+        """The CloudEvent ``data``: JSON-ready, without the envelope fields and the fields
+        that are None (tuples as lists, a non-finite float as None, as JSON has it)."""
+        data = self.data_values()
+        for name in json_convertible_fields(type(self)):
+            if name in data:
+                data[name] = json_ready(data[name])
+        return data
+
+    def data_values(self) -> dict[str, Any]:
+        """The data's fields that are not None, as they are: for an encoder that makes them
+        JSON exactly as :meth:`event_data` does (the CloudEvent body, gateway/events.py)."""
+        return {
+            name: value
+            for name in data_fields(type(self))
+            if (value := getattr(self, name)) is not None
+        }
 
 
-class Sighting(Observation):
+@functools.cache
+def data_fields(kind: type[Observation]) -> tuple[str, ...]:
+    """The fields of a kind's event data, in declaration order (a subclass's after its
+    parent's, a field it redefines where the parent had it): all but the first two, the
+    envelope's."""
+    return tuple(name for name in kind.__struct_fields__ if name not in _ENVELOPE_FIELDS)
+
+
+@functools.cache
+def json_convertible_fields(kind: type[Observation]) -> frozenset[str]:
+    """The data fields of a kind whose JSON form may differ from their value: those that may
+    hold a float (non-finite, or written in either of two ways) or a container. The others
+    (text, integers, booleans) are JSON as they are."""
+    info = msgspec.inspect.type_info(kind)
+    assert isinstance(info, msgspec.inspect.StructType)
+    return frozenset(field.name for field in info.fields if _may_convert(field.type))
+
+
+def _may_convert(kind: msgspec.inspect.Type) -> bool:
+    if isinstance(kind, msgspec.inspect.UnionType):
+        return any(_may_convert(member) for member in kind.types)
+    plain = (
+        msgspec.inspect.StrType,
+        msgspec.inspect.IntType,
+        msgspec.inspect.BoolType,
+        msgspec.inspect.LiteralType,
+        msgspec.inspect.NoneType,
+    )
+    return not isinstance(kind, plain)
+
+
+def json_ready(value: Any) -> Any:
+    """A value as JSON has it: mappings as dicts, tuples as lists, NaN and infinities as None."""
+    if isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(item) for item in value]
+    return value
+
+
+class Sighting(Observation, frozen=True, kw_only=True):
     """A visitor or tag seen by a BLE scanner or a Wi-Fi access point.
 
     ``identity`` is a stable beacon identity when the advertisement carries one
@@ -112,7 +182,7 @@ class Sighting(Observation):
         return self.identity or self.mac
 
 
-class ScanRead(Observation):
+class ScanRead(Observation, frozen=True, kw_only=True):
     """A barcode read: the raw ``code``, its symbology and, for GS1 data, GTIN and AIs."""
 
     event_type: ClassVar[str] = "lantern.scan.read"
@@ -123,7 +193,7 @@ class ScanRead(Observation):
     ai: Mapping[str, str] = {}
 
 
-class DeviceStatus(Observation):
+class DeviceStatus(Observation, frozen=True, kw_only=True):
     """A device said it is online or offline (its MQTT last will, or a status topic)."""
 
     event_type: ClassVar[str] = "lantern.device.online"
@@ -133,11 +203,8 @@ class DeviceStatus(Observation):
     def cloud_event_type(self) -> str:
         return "lantern.device.online" if self.online else "lantern.device.offline"
 
-    def event_data(self) -> dict[str, Any]:
-        return {"online": self.online}
 
-
-class Telemetry(Observation):
+class Telemetry(Observation, frozen=True, kw_only=True):
     """A device's own health report: battery, temperature, firmware, consumable levels."""
 
     event_type: ClassVar[str] = "lantern.device.telemetry"
@@ -151,6 +218,8 @@ _MAC_HEX = re.compile(r"[0-9a-f]{12}")
 
 def normalize_mac(text: str) -> str:
     """A MAC address in any common spelling as 12 lowercase hex digits, or a decode error."""
+    if _MAC_HEX.fullmatch(text):  # already so spelt, as most scanners send it
+        return text
     mac = _MAC_SEPARATORS.sub("", text).lower()
     if not _MAC_HEX.fullmatch(mac):
         raise DecodeError(f"not a MAC address: {text!r}")

@@ -104,7 +104,7 @@ _EnumValue = TypeVar("_EnumValue")
 # --- observations and events ---------------------------------------------------------------
 
 
-class ReorderReport(Observation):
+class ReorderReport(Observation, frozen=True, kw_only=True):
     """A consumable's level (what is left) or usage (what was just consumed) in one slot.
 
     ``level`` is the reported quantity in ``unit``: the amount left for kind ``level``, the
@@ -124,7 +124,7 @@ class ReorderReport(Observation):
     capacity: float | None = None
 
 
-class ReorderEvent(Observation):
+class ReorderEvent(Observation, frozen=True, kw_only=True):
     """A slot's reorder state changed; ``level`` is the level that changed it."""
 
     slot: str
@@ -133,11 +133,11 @@ class ReorderEvent(Observation):
     gtin: str | None = None
 
 
-class ReorderRequested(ReorderEvent):
+class ReorderRequested(ReorderEvent, frozen=True, kw_only=True):
     event_type: ClassVar[str] = "lantern.reorder.requested"
 
 
-class ReorderCleared(ReorderEvent):
+class ReorderCleared(ReorderEvent, frozen=True, kw_only=True):
     event_type: ClassVar[str] = "lantern.reorder.cleared"
 
 

@@ -57,7 +57,7 @@ _DOTTED_MAC = re.compile(r"(?<![0-9a-f])(?:[0-9a-f]{4}\.){2}[0-9a-f]{4}(?![0-9a-
 _NO_TIME = datetime.min.replace(tzinfo=UTC)  # sorts a location without time before all others
 
 
-class WifiSighting(Sighting):
+class WifiSighting(Sighting, frozen=True, kw_only=True):
     """A client heard by an access point: a ``Sighting`` plus the AP's address and floor."""
 
     technology: Literal["ble", "wifi"] = "wifi"

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 
+from gateway import systemd
 from gateway.batch import Batch, Inbound
 from gateway.build import build
 from gateway.clock import Clock, SystemClock
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 OUTBOX_FILE_NAME = "outbox.sqlite"
 LOCK_FILE_NAME = "lantern.lock"  # held while a gateway runs on the data folder
 _RETENTION_INTERVAL_S = 60.0  # retention is about hours; once a minute keeps deletes small
+_STATUS_INTERVAL_S = 5.0  # systemctl status is read by a person: every 5 s is fresh enough
 
 
 class Gateway:
@@ -164,6 +166,11 @@ class Gateway:
     ) -> None:
         settings = self.settings
         async with asyncio.TaskGroup() as tasks:
+            # First, so that a stuck loop is caught during start-up too (systemd's watchdog).
+            watchdog = tasks.create_task(
+                systemd.watchdog_loop(_STATUS_INTERVAL_S, self._status_line),
+                name="systemd-watchdog",
+            )
             ingest_tasks = [
                 tasks.create_task(ingest.run(), name="ingest"),
                 tasks.create_task(ingest.acknowledge(), name="ingest-ack"),
@@ -182,6 +189,7 @@ class Gateway:
                     settings.ble, settings.store_id, ingest.receive, self.clock
                 ).run
             others = [
+                watchdog,
                 tasks.create_task(ingest.ticker(), name="ingest-tick"),
                 *(
                     tasks.create_task(supervisor.keep(name, run), name=name)
@@ -199,7 +207,9 @@ class Gateway:
                 f", status page {self.web.url}" if self.web else "",
             )
             self.ready.set()
+            others.append(tasks.create_task(_notify_ready(mqtt), name="systemd-ready"))
             await stop.wait()
+            systemd.stopping()
             log.info("stopping: committing and acknowledging the current batch")
             ingest.stop()
             for task in ingest_tasks:
@@ -209,6 +219,10 @@ class Gateway:
             for task in others:
                 task.cancel()
 
+    async def _status_line(self) -> str:
+        """systemd's STATUS=, what ``systemctl status lantern`` shows."""
+        return (await self.status.snapshot()).line() if self.status else "starting"
+
     async def _retention(self, outbox: Outbox, sinks: Sequence[Sink]) -> None:
         names = [sink.name for sink in sinks]
         while True:
@@ -216,6 +230,12 @@ class Gateway:
             if deleted:
                 log.info("retention: deleted %d rows from the outbox", deleted)
             await asyncio.sleep(_RETENTION_INTERVAL_S)
+
+
+async def _notify_ready(mqtt: MqttClient) -> None:
+    """READY=1 once the outbox is open (it is by now) and the broker connected."""
+    await mqtt.wait_connected()
+    systemd.ready()
 
 
 @contextlib.contextmanager

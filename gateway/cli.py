@@ -125,6 +125,22 @@ def run(config: ConfigOption = None) -> None:
 
 
 @app.command()
+def check(config: ConfigOption = None) -> None:
+    """Check this box before running it: config, data folder, rules, broker; exit 0 or 1.
+
+    One line per check, 'ok: ...' or 'error: <key or thing to fix>: ...'.
+    """
+    from gateway.check import check_box
+
+    failed = False
+    for finding in check_box(config):
+        typer.echo(finding.line())
+        failed = failed or not finding.ok
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
 def demo(
     seconds: Annotated[
         float, typer.Option(help="Stop by itself after this long (default: until Ctrl-C).")

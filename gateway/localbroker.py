@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 # Kept identical to systemd/mosquitto-lantern.conf (a test compares them).
 BROKER_TUNING = """\
 persistence true
-autosave_interval 10
+autosave_interval 1
 max_queued_messages 1000000
 max_queued_bytes 0
 max_inflight_messages 2000
@@ -65,18 +65,12 @@ def wait_for_port(port: int, timeout_s: float = _READY_TIMEOUT_S) -> None:
 
 class Mosquitto:
     """A mosquitto process with a temporary config and store; stop(), kill() and start() keep
-    the port and the store, so a restarted broker resumes its persistent sessions.
+    the port and the store, so a restarted broker resumes its persistent sessions. A subclass
+    changes the configuration through :meth:`config_text`."""
 
-    ``extra_config`` comes after the shipped tuning, and a later line wins: a fault test's
-    broker may save on every change instead of every 10 s.
-    """
-
-    def __init__(
-        self, port: int | None = None, directory: Path | None = None, extra_config: str = ""
-    ) -> None:
+    def __init__(self, port: int | None = None, directory: Path | None = None) -> None:
         self.port = port or free_port()
         self._directory = directory or Path(tempfile.mkdtemp(prefix="lantern-mosquitto-"))
-        self._extra_config = extra_config
         self._process: subprocess.Popen[bytes] | None = None
 
     @staticmethod
@@ -87,15 +81,18 @@ class Mosquitto:
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        config = self._directory / "mosquitto.conf"
-        config.write_text(
+    def config_text(self) -> str:
+        return (
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             + run_as_this_user()
             + f"persistence_location {self._directory}/\n"
-            f"log_dest file {self._directory}/mosquitto.log\n" + BROKER_TUNING + self._extra_config
+            f"log_dest file {self._directory}/mosquitto.log\n" + BROKER_TUNING
         )
+
+    def start(self) -> None:
+        config = self._directory / "mosquitto.conf"
+        config.write_text(self.config_text())
         self._process = subprocess.Popen(
             ["mosquitto", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )

@@ -132,9 +132,8 @@ def connect_packet(
     password: str | None = None,
     clean_start: bool = False,
 ) -> bytes:
-    """CONNECT, the will at QoS 1 and retained. A persistent session (clean start off: the
-    broker keeps our queue) unless ``clean_start``, for a publisher that resends by itself."""
-    flags = 0x02 if clean_start else 0x00
+    """CONNECT, for a persistent session unless ``clean_start``; the will at QoS 1, retained."""
+    flags = 0x02 if clean_start else 0x00  # off: the broker keeps our queue while we are away
     if will is not None:
         flags |= 0x04 | 0x08 | 0x20  # will, will QoS 1, will retain
     if password is not None:

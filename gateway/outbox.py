@@ -102,8 +102,8 @@ CREATE TABLE IF NOT EXISTS drops (
 @dataclass(slots=True)
 class _Readers:
     """The sinks that read the outbox: what each takes (set before the first commit, replaced
-    whole), and how far each has read, which only jobs on the writer thread touch. A page read
-    but not yet delivered still reaches its sink, so dropping its rows costs that sink nothing."""
+    whole), and how far each has read, which only jobs on the writer thread touch: the pages a
+    sink has read and not yet delivered are spared when room is made."""
 
     sinks: tuple[tuple[str, TypeFilter], ...] = ()
     read_upto: dict[str, int] = field(default_factory=dict)
@@ -443,9 +443,8 @@ def _make_room(
     limit = max_bytes - needed_bytes
     if _used_bytes(conn) <= limit:
         return
-    delivered = min((_cursor(conn, name) for name, _ in readers.sinks), default=_last_seq(conn))
     droppers: tuple[Callable[[], bool], ...] = (
-        partial(_drop_delivered, conn, delivered),
+        partial(_drop_delivered, conn, readers),
         partial(_drop_sightings, conn, readers),
         partial(_drop_dead_letters, conn),
     )
@@ -471,13 +470,22 @@ def _drop_rows(
     return keys
 
 
-def _drop_delivered(conn: sqlite3.Connection, upto: int) -> bool:
-    """The oldest events every sink has delivered, whatever their retention."""
+def _drop_delivered(conn: sqlite3.Connection, readers: _Readers) -> bool:
+    """The oldest events that every sink taking their type has delivered, whatever their
+    retention (a sink's cursor may lag behind what it skips: it writes a skip lazily)."""
+    conditions, params = [], []
+    for name, types in readers.sinks:
+        takes, takes_params = types.sql()
+        conditions.append(f"(NOT (1{takes}) OR seq <= ?)")
+        params += [*takes_params, _cursor(conn, name)]
+    if not readers.sinks:
+        conditions.append("seq <= ?")
+        params.append(_last_seq(conn))
     return bool(
         _drop_rows(
             conn,
-            "SELECT seq FROM events WHERE seq <= ? ORDER BY seq LIMIT ?",
-            (upto, _SHED_CHUNK_ROWS),
+            f"SELECT seq FROM events WHERE {' AND '.join(conditions)} ORDER BY seq LIMIT ?",
+            (*params, _SHED_CHUNK_ROWS),
             "events",
             "seq",
         )
@@ -485,19 +493,29 @@ def _drop_delivered(conn: sqlite3.Connection, upto: int) -> bool:
 
 
 def _drop_sightings(conn: sqlite3.Connection, readers: _Readers) -> bool:
-    """The oldest undelivered sightings, counted against each sink that would have taken them
-    and has not read them yet."""
+    """The oldest undelivered sightings, counted against each sink that would have taken them.
+
+    What a sink has read and not yet delivered is spared: it may be on its way, and dropped it
+    would be neither lost nor delivered for sure. So every drop is a loss, and counted exact.
+    """
+    spared: list[int] = []
+    for name, types in readers.sinks:
+        cursor = _cursor(conn, name)
+        if types.takes(SIGHTING_TYPE) and readers.read_upto.get(name, 0) > cursor:
+            spared += [cursor + 1, readers.read_upto[name]]
     seqs = _drop_rows(
         conn,
-        "SELECT seq FROM events WHERE type = ? ORDER BY seq LIMIT ?",
-        (SIGHTING_TYPE, _SHED_CHUNK_ROWS),
+        "SELECT seq FROM events WHERE type = ?"
+        + " AND seq NOT BETWEEN ? AND ?" * (len(spared) // 2)
+        + " ORDER BY seq LIMIT ?",
+        (SIGHTING_TYPE, *spared, _SHED_CHUNK_ROWS),
         "events",
         "seq",
     )
     for name, types in readers.sinks:
         if types.takes(SIGHTING_TYPE):
-            read = max(_cursor(conn, name), readers.read_upto.get(name, 0))
-            _count_drops(conn, name, sum(1 for seq in seqs if seq > read))
+            cursor = _cursor(conn, name)
+            _count_drops(conn, name, sum(1 for seq in seqs if seq > cursor))
     return bool(seqs)
 
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 
+import msgspec
+
 from devices.model import Message, Observation
 from gateway.batch import Batch, DeadLetter, EventRow, Inbound
 from gateway.events import EventFactory, format_time
@@ -59,7 +61,8 @@ class DedupWindow:
 
     def __init__(self, size: int, digests: Iterable[bytes] = ()) -> None:
         self._order: deque[bytes] = deque()
-        self._counts: Counter[bytes] = Counter()
+        # digest -> how many of the window's messages have it (a legitimate repeat is two)
+        self._counts: dict[bytes, int] = {}
         self._size = size
         for digest in digests:
             self.add(digest)
@@ -68,17 +71,19 @@ class DedupWindow:
         return digest in self._counts
 
     def add(self, digest: bytes) -> None:
+        counts = self._counts
         self._order.append(digest)
-        self._counts[digest] += 1
+        counts[digest] = counts.get(digest, 0) + 1
         if len(self._order) > self._size:
             oldest = self._order.popleft()
-            self._counts[oldest] -= 1
-            if not self._counts[oldest]:
-                del self._counts[oldest]
+            left = counts[oldest] - 1
+            if left:
+                counts[oldest] = left
+            else:
+                del counts[oldest]
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(msgspec.Struct, frozen=True):
     """An observation that entered the batch, with the id its event has from then on."""
 
     observation: Observation
@@ -86,8 +91,7 @@ class Entry:
     event_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class Derived:
+class Derived(msgspec.Struct, frozen=True, kw_only=True):
     """What a stage makes of one entry.
 
     ``observations`` enter the batch right after it (through the later stages); ``rows`` are
@@ -172,18 +176,19 @@ class Pipeline:
 
     def process(self, messages: Sequence[Inbound]) -> Processed:
         processed = Processed()
+        batch, dedup = processed.batch, self._dedup
+        self.messages += len(messages)
         for inbound in messages:
-            self.messages += 1
             if inbound.qos > 0:
                 processed.to_ack.append(inbound)
                 digest = message_digest(inbound.topic, inbound.payload)
-                if inbound.dup and digest in self._dedup:
+                if inbound.dup and digest in dedup:
                     processed.duplicates += 1
                     continue
-                self._dedup.add(digest)
-                processed.batch.digests.append(digest)
+                dedup.add(digest)
+                batch.digests.append(digest)
             for observation in self._decode(inbound, processed):
-                self._enter(processed.batch, observation, inbound.received_at)
+                self._enter(batch, observation, inbound.received_at)
         self._collect_state(processed.batch, closing=False)
         self.duplicates += processed.duplicates
         self.ignored += processed.ignored
@@ -215,17 +220,19 @@ class Pipeline:
         self, batch: Batch, observation: Observation, at: datetime, first_stage: int = 0
     ) -> None:
         entry = Entry(observation, at, self._events.mint(observation.observed_at or at))
+        stages = self.stages
         derived: list[tuple[int, Derived]] = []
-        for index in range(first_stage, len(self.stages)):
+        for index in range(first_stage, len(stages)):
             try:
-                outcome = self.stages[index].observe(entry)
+                outcome = stages[index].observe(entry)
             except Exception:  # a stage's boundary: its bug costs what it derives, not ingest
                 self._stage_failed(index, entry)
                 continue
+            if outcome is NOTHING:  # what most stages say of most entries
+                continue
             if not outcome.keep:
                 return
-            if outcome is not NOTHING:
-                derived.append((index, outcome))
+            derived.append((index, outcome))
         batch.events.append(self._events.observed(observation, entry.event_id, at))
         for index, outcome in derived:
             for derived_observation in outcome.observations:

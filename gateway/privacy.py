@@ -27,24 +27,37 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
+import msgspec
+import msgspec.inspect
 
 SECRET_FILE_NAME = "privacy.key"
 _SECRET_BYTES = 32
+# The observation fields a decoder fills from topic levels (devices/model.py).
+_TOPIC_LEVEL_FIELDS = ("device_id", "scanner")
 _PSEUDONYM_HEX_CHARS = 20  # 80 bits: collisions negligible among a store's visitors in a day
 PSEUDONYM_PREFIX = "p-"
 _MAX_CACHED = 50_000  # distinct addresses per day we keep computed; a big store sees ~10k
 
 
 @functools.cache
-def _address_fields(model: type[BaseModel]) -> tuple[str, ...]:
-    """The fields of a model that may hold an address: ``*mac`` ones, and nested models."""
-    return tuple(
-        name
-        for name, field in model.model_fields.items()
-        if name.endswith("mac")
-        or (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel))
+def _scrubbed_fields(kind: type[msgspec.Struct]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The fields of an observation kind that may hold an address (``*mac`` ones, and nested
+    Structs), and those it fills from topic levels."""
+    info = msgspec.inspect.type_info(kind)
+    assert isinstance(info, msgspec.inspect.StructType)
+    addresses = tuple(
+        field.name
+        for field in info.fields
+        if field.name.endswith("mac") or _holds_struct(field.type)
     )
+    levels = tuple(name for name in _TOPIC_LEVEL_FIELDS if name in kind.__struct_fields__)
+    return addresses, levels
+
+
+def _holds_struct(kind: msgspec.inspect.Type) -> bool:
+    if isinstance(kind, msgspec.inspect.UnionType):
+        return any(_holds_struct(member) for member in kind.types)
+    return isinstance(kind, msgspec.inspect.StructType)
 
 
 def load_or_create_secret(data_dir: Path) -> bytes:
@@ -73,13 +86,11 @@ _MAC_IN_TEXT = re.compile(
 _UUID_IN_TEXT = re.compile(
     r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
 )
-# The observation fields a decoder fills from topic levels (devices/model.py).
-_TOPIC_LEVEL_FIELDS = ("device_id", "scanner")
 
 _LOCALLY_ADMINISTERED_BIT = 0x02  # marks an address no vendor assigned
 _MULTICAST_BIT = 0x01
 
-_Model = TypeVar("_Model", bound=BaseModel)
+_Struct = TypeVar("_Struct", bound=msgspec.Struct)
 
 
 def _bare(mac_text: str) -> str:
@@ -96,17 +107,10 @@ class Pseudonymizer:
         # Topic levels are few (a store's devices) and repeat in every message: scrubbed once
         # a day each rather than by two regular expressions per observation.
         self._levels: dict[str, str] = {}
-        self._levels_day: date | None = None
 
     def pseudonym(self, mac: str, at: datetime) -> str:
         """The pseudonym of a normalised MAC (12 lowercase hex digits) on ``at``'s day."""
-        day = at.date()
-        if day != self._day:
-            self._day = day
-            self._key = hmac.new(
-                self._secret, f"lantern-mac-key:{day.isoformat()}".encode(), hashlib.sha256
-            ).digest()
-            self._cache.clear()
+        self._on_day(at)
         cached = self._cache.get(mac)
         if cached is not None:
             return cached
@@ -117,26 +121,31 @@ class Pseudonymizer:
         self._cache[mac] = pseudonym
         return pseudonym
 
-    def apply(self, observation: _Model, at: datetime) -> _Model:
+    def apply(self, observation: _Struct, at: datetime) -> _Struct:
         """The observation with every ``*mac`` field replaced by its pseudonym, and every
-        address in a field taken from a topic level too."""
-        updates = {
-            name: self._replace(value, at)
-            for name in _address_fields(type(observation))
-            if (value := getattr(observation, name)) is not None
-        }
-        for name in _TOPIC_LEVEL_FIELDS:
-            level = getattr(observation, name, None)
-            if isinstance(level, str) and (private := self.scrub_level(level, at)) != level:
+        address in a field taken from a topic level too (a new value only if one changed).
+
+        Every message comes through here: the day's cached pseudonyms and topic levels are
+        looked up directly, and the observation is copied once, only when a field changes.
+        """
+        addresses, levels = _scrubbed_fields(type(observation))
+        self._on_day(at)
+        updates: dict[str, Any] = {}
+        for name in addresses:
+            value = getattr(observation, name)
+            if value is not None:
+                cached = self._cache.get(value) if isinstance(value, str) else None
+                updates[name] = cached or self._replace(value, at)
+        for name in levels:
+            level = getattr(observation, name)
+            private = self._levels.get(level) or self.scrub_level(level, at)
+            if private != level:
                 updates[name] = private
-        return observation.model_copy(update=updates) if updates else observation
+        return msgspec.structs.replace(observation, **updates) if updates else observation
 
     def scrub_level(self, level: str, at: datetime) -> str:
         """A topic level (a device's name) with every address in it pseudonymised; UUIDs kept."""
-        day = at.date()
-        if day != self._levels_day:
-            self._levels_day = day
-            self._levels.clear()
+        self._on_day(at)
         private = self._levels.get(level)
         if private is None:
             uuids = [match.span() for match in _UUID_IN_TEXT.finditer(level)]
@@ -151,6 +160,17 @@ class Pseudonymizer:
                 self._levels.clear()
             self._levels[level] = private
         return private
+
+    def _on_day(self, at: datetime) -> None:
+        """The day's key, and its caches only: a pseudonym never outlives its day."""
+        day = at.date()
+        if day != self._day:
+            self._day = day
+            self._key = hmac.new(
+                self._secret, f"lantern-mac-key:{day.isoformat()}".encode(), hashlib.sha256
+            ).digest()
+            self._cache.clear()
+            self._levels.clear()
 
     def scrub(self, text: str, at: datetime) -> str:
         """Free text (a dead letter's payload) with every MAC-shaped token pseudonymised."""
@@ -171,7 +191,7 @@ class Pseudonymizer:
         return shaped.upper() if mac_text.isupper() else shaped
 
     def _replace(self, value: Any, at: datetime) -> Any:
-        if isinstance(value, BaseModel):
+        if isinstance(value, msgspec.Struct):
             return self.apply(value, at)
         if isinstance(value, str):
             return value if value.startswith(PSEUDONYM_PREFIX) else self.pseudonym(value, at)

@@ -3,47 +3,52 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from types import MappingProxyType
+from typing import NamedTuple
 
 from devices.model import Message, Observation
 from gateway.config import SourceKind, SourceSettings
 
 Decoder = Callable[[Message], "list[Observation] | None"]
 
-_MAX_CACHED_TOPICS = 200_000  # 30 scanners x 2,000 devices = 60k ESPresense topics at most
 
-
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(NamedTuple):
     kind: SourceKind
     decoder: Decoder
-    fields: Mapping[str, str]
+    fields: Mapping[str, str]  # the topic's named levels; a fresh dict for each message
 
 
-@dataclass(frozen=True, slots=True)
 class _Pattern:
-    kind: SourceKind
-    levels: tuple[str, ...]  # a literal level, or "{name}" for a captured one
-    qos: int
+    """One source's topic: literal levels to compare, ``{name}`` levels to capture."""
+
+    __slots__ = ("captures", "kind", "levels", "literals", "qos")
+
+    def __init__(self, kind: SourceKind, levels: tuple[str, ...], qos: int) -> None:
+        self.kind = kind
+        self.levels = levels
+        self.qos = qos
+        self.literals = tuple(
+            (index, level) for index, level in enumerate(levels) if not level.startswith("{")
+        )
+        self.captures = tuple(
+            (index, level[1:-1]) for index, level in enumerate(levels) if level.startswith("{")
+        )
 
     @property
     def subscription(self) -> str:
         return "/".join("+" if level.startswith("{") else level for level in self.levels)
 
     def match(self, levels: list[str]) -> dict[str, str] | None:
-        if len(levels) != len(self.levels):
-            return None
-        fields = {}
-        for expected, actual in zip(self.levels, levels, strict=True):
-            if expected.startswith("{"):
-                fields[expected[1:-1]] = actual
-            elif expected != actual:
+        for index, literal in self.literals:
+            if levels[index] != literal:
                 return None
-        return fields
+        return {name: levels[index] for index, name in self.captures}
 
 
 class Router:
+    """Each topic is matched afresh: a source's patterns are few, and matching costs about
+    what a cache lookup did once the cache held every ESPresense topic (visitors x rooms,
+    half a kilobyte each: 50 MB for a big store's day)."""
+
     def __init__(
         self,
         sources: Iterable[SourceSettings],
@@ -58,8 +63,10 @@ class Router:
             )
             for source in sources
         ]
+        self._by_depth: dict[int, list[_Pattern]] = {}
+        for pattern in self._patterns:  # in the sources' order: the first match wins
+            self._by_depth.setdefault(len(pattern.levels), []).append(pattern)
         self._decoders = decoders
-        self._cache: dict[str, Route | None] = {}
 
     def subscriptions(self) -> list[tuple[str, int]]:
         """(topic filter, qos) for every source, each once."""
@@ -69,22 +76,11 @@ class Router:
         return list(seen.items())
 
     def route(self, topic: str) -> Route | None:
-        try:
-            return self._cache[topic]
-        except KeyError:
-            pass
-        route = self._find(topic)
-        if len(self._cache) >= _MAX_CACHED_TOPICS:
-            self._cache.clear()
-        self._cache[topic] = route
-        return route
-
-    def _find(self, topic: str) -> Route | None:
         levels = topic.split("/")
-        for pattern in self._patterns:
+        for pattern in self._by_depth.get(len(levels), ()):
             fields = pattern.match(levels)
             if fields is not None:
-                return Route(pattern.kind, self._decoders[pattern.kind], MappingProxyType(fields))
+                return Route(pattern.kind, self._decoders[pattern.kind], fields)
         return None
 
 

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from devices.health import Inventory
-from devices.model import DeviceStatus, Observation, Sighting
+from devices.model import Observation, Sighting
 from devices.reorder import ReorderReport, ReorderTracker, SlotConfig
 from gateway.batch import EventRow
 from gateway.events import ACTION_PUBLISH_TYPE, EventFactory
@@ -35,11 +35,10 @@ class HealthStage(Stage):
         self.inventory = inventory
 
     def observe(self, entry: Entry) -> Derived:
-        observation = entry.observation
-        news = self.inventory.observe([observation], entry.at)
-        if isinstance(observation, DeviceStatus):
-            return NOTHING if news else NOT_NEWS
-        return Derived(observations=[status for status in news if status is not observation])
+        news = self.inventory.observe_one(entry.observation, entry.at)
+        if news is None:
+            return NOT_NEWS
+        return Derived(observations=news) if news else NOTHING
 
     def tick(self, now: datetime) -> Sequence[Observation]:
         return self.inventory.tick(now)
@@ -88,7 +87,8 @@ class PresenceStage(Stage):
     def observe(self, entry: Entry) -> Derived:
         if not self._tracking or not isinstance(entry.observation, Sighting):
             return NOTHING
-        return Derived(observations=self.presence.observe(entry.observation, entry.at))
+        moves = self.presence.observe(entry.observation, entry.at)
+        return Derived(observations=moves) if moves else NOTHING
 
     def tick(self, now: datetime) -> Sequence[Observation]:
         return self.presence.tick(now)
@@ -121,13 +121,19 @@ class RulesStage(Stage):
         self._events = events
         self._on_action = on_action
         self._fired = False
+        # The event types the running rules trigger on, taken again when the set is replaced
+        # (however it is): every entry is checked against them.
+        self._indexed: tuple[RuleSet, frozenset[str]] | None = None
 
     def replace_rules(self, rules: RuleSet) -> None:
         self.engine.replace(rules)
         self._presence.set_dwell_thresholds(rules.dwell_thresholds_s())
 
     def observe(self, entry: Entry) -> Derived:
-        if entry.observation.cloud_event_type() not in self.engine.rules.event_types():
+        rules = self.engine.rules
+        if self._indexed is None or self._indexed[0] is not rules:
+            self._indexed = (rules, rules.event_types())
+        if entry.observation.cloud_event_type() not in self._indexed[1]:
             return NOTHING  # most entries are sightings, which few rules (if any) trigger on
         trigger = self._trigger(entry)
         try:

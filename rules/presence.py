@@ -46,7 +46,7 @@ from rules.zones import Audiences, Point, ZoneMap
 ExitReason = Literal["away", "moved", "evicted"]
 
 
-class ZoneEvent(Observation):
+class ZoneEvent(Observation, frozen=True, kw_only=True):
     """A presence transition. ``device_id`` is the scanner that last saw the visitor,
     ``observed_at`` the time of the transition."""
 
@@ -58,18 +58,18 @@ class ZoneEvent(Observation):
         return self.visitor
 
 
-class ZoneEntered(ZoneEvent):
+class ZoneEntered(ZoneEvent, frozen=True, kw_only=True):
     event_type: ClassVar[str] = "lantern.zone.entered"
 
 
-class ZoneExited(ZoneEvent):
+class ZoneExited(ZoneEvent, frozen=True, kw_only=True):
     event_type: ClassVar[str] = "lantern.zone.exited"
 
     dwell_s: float
     reason: ExitReason
 
 
-class ZoneDwelled(ZoneEvent):
+class ZoneDwelled(ZoneEvent, frozen=True, kw_only=True):
     """The visitor's dwell in the zone reached ``threshold_s`` (once per threshold and visit)."""
 
     event_type: ClassVar[str] = "lantern.zone.dwelled"
@@ -321,7 +321,8 @@ class PresenceEngine:
         A visit keeps what it has reported: a new threshold below the highest one already
         emitted in a visit is not back-filled, and none is emitted twice.
         """
-        thresholds = tuple(sorted(set(thresholds_s)))
+        # As floats: a threshold becomes a ZoneDwelled's threshold_s, whose JSON says 45.0.
+        thresholds = tuple(sorted({float(threshold) for threshold in thresholds_s}))
         if any(not math.isfinite(t) or t < 0 for t in thresholds):
             raise ValueError(f"dwell thresholds must be finite and >= 0, got {thresholds}")
         self._thresholds = thresholds

@@ -30,9 +30,15 @@ from gateway.localbroker import Mosquitto
 from gateway.status import StatusView
 
 _client_ids = itertools.count()
-# A test broker's config after the shipped tuning: save on every change instead of every
-# 10 s, so that what it acknowledged survives a SIGKILL (the fault tests' broker).
-SAVE_ON_EVERY_CHANGE = "autosave_on_changes true\nautosave_interval 1\n"
+
+
+class SavingMosquitto(Mosquitto):
+    """The test broker saving its store on every change instead of every second, so that what
+    it acknowledged survives its SIGKILL: the fault tests' broker (a later line of the config
+    wins over the shipped tuning's)."""
+
+    def config_text(self) -> str:
+        return super().config_text() + "autosave_on_changes true\nautosave_interval 1\n"
 
 
 def make_settings(data_dir: Path, broker_url: str, **overrides: Any) -> Settings:

@@ -78,6 +78,41 @@ class _Collector:
             "age of the oldest event a sink has yet to deliver (0: none)",
             value=document["outbox"]["oldest_pending_age_s"] or 0.0,
         )
+        outbox = document["outbox"]
+        yield GaugeMetricFamily(
+            "lantern_outbox_used_bytes", "what the outbox holds now", value=outbox["used_bytes"]
+        )
+        yield GaugeMetricFamily(
+            "lantern_outbox_max_bytes",
+            "the outbox's budget (outbox.max_bytes)",
+            value=outbox["max_bytes"],
+        )
+        yield GaugeMetricFamily(
+            "lantern_outbox_waiting_for_room",
+            "1 while nothing commits for lack of room (a full disk or budget): nothing is acked",
+            value=int(outbox["waiting_for_room"] is not None),
+        )
+        yield _labelled(
+            CounterMetricFamily,
+            "lantern_outbox_dropped",
+            "events dropped to keep to the budget: a sink's undelivered sightings, dead letters",
+            "what",
+            outbox["dropped"],
+        )
+        yield _labelled(
+            CounterMetricFamily,
+            "lantern_part_failures",
+            "failures of each supervised part (each was restarted)",
+            "part",
+            {part["name"]: part["failures"] for part in document["parts"]},
+        )
+        yield _labelled(
+            GaugeMetricFamily,
+            "lantern_part_running",
+            "1 while a supervised part runs, 0 while it waits to restart or has ended",
+            "part",
+            {part["name"]: int(part["status"] == "running") for part in document["parts"]},
+        )
         yield from _sink_metrics(document["sinks"])
         outcomes = CounterMetricFamily(
             "lantern_rule_outcomes",

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -270,7 +271,7 @@ def test_advertisement_keeps_its_other_ad_structures() -> None:
     assert advertisement.tx_power == -12
     assert advertisement.manufacturer_data.keys() == {0x0118}
     assert isinstance(advertisement.frame, AltBeaconFrame)
-    assert advertisement.model_dump()["frame"]["format"] == "altbeacon"
+    assert msgspec.to_builtins(advertisement)["frame"]["format"] == "altbeacon"
 
 
 def test_structure_overrunning_the_buffer_is_skipped() -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 import json
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from devices import espresense
 from devices.ble import find_mac
 from devices.health import Inventory
+from devices.jsonfields import json_number, json_object, json_str
 from devices.model import DeviceStatus, Message, Sighting, Telemetry
 from lantern.errors import DecodeError
 from tests.fixture_files import load_jsonl
@@ -350,6 +352,27 @@ def test_fuzz_only_decode_errors_escape(
     fields = {"id": topic_id, "room": "office"} if routed and "{id}" in topic else {}
     with contextlib.suppress(DecodeError):
         espresense.parse(message(topic.replace("{id}", topic_id), payload, **fields))
+
+
+def _read(payload: bytes, topic_id: str, one_pass: bool) -> str:
+    """What the decoder makes of a sighting, by its one typed pass or field by field: the
+    sighting's repr (an integer and a float apart) or the decode error's reason."""
+    sighting_message = message(f"espresense/devices/{topic_id}/office", payload)
+    try:
+        if one_pass:
+            return repr(espresense.parse(sighting_message))
+        document = json_object(sighting_message, "ESPresense sighting")
+        numbers, texts = partial(json_number, document), partial(json_str, document)
+        return repr([espresense._sighting_of(numbers, texts, topic_id, "office")])
+    except DecodeError as exc:
+        return exc.reason
+
+
+@given(payload=_SIGHTINGS, topic_id=st.sampled_from([IBEACON_ID, "c4dee2aa0a11", "name:x", ""]))
+def test_the_one_pass_read_of_a_sighting_is_the_field_by_field_one(
+    payload: bytes, topic_id: str
+) -> None:
+    assert _read(payload, topic_id, one_pass=True) == _read(payload, topic_id, one_pass=False)
 
 
 def test_no_identity_ever_carries_an_address() -> None:

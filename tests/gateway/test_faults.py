@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from gateway.app import Gateway
 from gateway.clock import ManualClock
@@ -29,9 +30,9 @@ from gateway.outbox import FAILPOINT_MAX_PAGE_COUNT_ENV
 from gateway.receiver import Receiver
 from tests.gateway.console import WEB_TOKENS, bearer
 from tests.helpers import (
-    SAVE_ON_EVERY_CHANGE,
     Publisher,
     Received,
+    SavingMosquitto,
     Subscriber,
     lantern_env,
     lantern_online,
@@ -119,6 +120,14 @@ async def test_a_full_disk_stops_acknowledging_loses_nothing_and_resumes_by_itse
         await wait_until(lambda: gateway.ingest.waiting_for_room is not None)
         page = await page_status(gateway)
         assert page["outbox"]["waiting_for_room"].startswith("no room on the disk")
+        assert gateway.web is not None
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{gateway.web.url}/readyz") as response:
+                assert response.status == 503
+                assert "outbox: no room on the disk" in await response.text()
+            metrics = f"{gateway.web.url}/metrics"
+            async with session.get(metrics, headers=bearer("technician")) as response:
+                assert "lantern_outbox_waiting_for_room 1.0" in await response.text()
         assert gateway.ingest.settled < total  # the rest waits at the broker, unacknowledged
         await drained(gateway, central, total)
         assert (await page_status(gateway))["outbox"]["waiting_for_room"] is None
@@ -133,8 +142,10 @@ async def test_a_flood_of_sightings_over_the_budget_drops_only_sightings(
         tmp_path,
         broker,
         central,
-        outbox={"max_bytes": MIB},
-        http_sink={"url": central.url, "exclude_types": []},  # the sightings are forwarded too
+        # Batches and pages small beside the budget, as 1,000 messages are beside 1 GiB.
+        outbox={"max_bytes": MIB, "batch_max_messages": 100},
+        # The sightings are forwarded too: dropping one is a loss for this sink, counted.
+        http_sink={"url": central.url, "exclude_types": [], "batch_max_events": 50},
     )
     sightings, scans = 6000, 200
     messages = [sighting(n) for n in range(sightings)]
@@ -168,6 +179,44 @@ async def test_a_budget_full_of_scans_waits_for_the_central_record_then_resumes(
         assert status(gateway).events_committed < total
         await drained(gateway, central, total)
     assert serials(central) == [f"SN{n:06d}" for n in range(total)]
+
+
+@pytest.mark.slow  # real backoff: seconds of 503s
+async def test_a_central_record_answering_503_for_a_while_loses_nothing_and_is_caught_up_fast(
+    broker: Mosquitto, tmp_path: Path, clock: ManualClock, device: Publisher
+) -> None:
+    """The HTTP sink's default backoff (0.5 s, doubling, capped at 10 s) after a stretch of
+    503s: the first delivery once the record is healthy comes within the cap, and no scan is
+    lost or sent under two ids."""
+    unhealthy = True
+    refusals = 0
+
+    async def intercept(request: web.Request) -> int | None:
+        nonlocal refusals
+        if unhealthy:
+            refusals += 1
+            return 503
+        return None
+
+    async with Receiver() as central:
+        central.intercept = intercept
+        settings = settings_for(
+            tmp_path,
+            broker,
+            central,
+            http_sink={"url": central.url, "retry_min_s": 0.5, "retry_max_s": 10.0},
+        )
+        async with running_gateway(settings, clock):
+            await device.send([serial_scan(n) for n in range(300)])
+            await wait_until(lambda: refusals >= 5, timeout_s=30)  # backing off, several times
+            unhealthy = False
+            back = time.monotonic()
+            await wait_until(lambda: len(central.events) >= 1, timeout_s=15)
+            first_delivery_s = time.monotonic() - back
+            await wait_until(lambda: len(central.events) == 300)
+    assert first_delivery_s <= 10.5, first_delivery_s
+    assert serials(central) == [f"SN{n:06d}" for n in range(300)]
+    assert len(central.deliveries) == 300  # no batch resent once it was taken
 
 
 SCAN_RULE = """\
@@ -291,9 +340,10 @@ async def test_a_broker_killed_twice_while_20000_scans_flow_loses_and_doubles_no
     expiry).
 
     What it takes from the broker, and why: the test broker saves on every change
-    (``autosave_on_changes``, interval 1). The shipped tuning saves every 10 s, and a kill
-    there loses what the broker acknowledged since (tried: this test then misses serials),
-    which is the broker's loss, not the gateway's. And no kill lands while the tills have a
+    (``autosave_on_changes``, interval 1). The shipped tuning saves every second, and a kill
+    there loses what the broker acknowledged since (with the 10 s it shipped before, this test
+    lost the gateway's whole session: the kills fell before the first save), which is the
+    broker's loss, not the gateway's. And no kill lands while the tills have a
     scan in flight: each kill waits until the broker has acknowledged all they sent
     (milliseconds; they go on publishing into paho's queue while it is away). A scan the
     broker took but had not acknowledged when it died would be sent again by the till, and the
@@ -304,7 +354,7 @@ async def test_a_broker_killed_twice_while_20000_scans_flow_loses_and_doubles_no
     chance = random.Random(seed)
     total, store = 20_000, "brk"
     (tmp_path / "broker").mkdir()
-    broker = Mosquitto(directory=tmp_path / "broker", extra_config=SAVE_ON_EVERY_CHANGE)
+    broker = SavingMosquitto(directory=tmp_path / "broker")
     await asyncio.to_thread(broker.start)
     rules = tmp_path / "rules"
     rules.mkdir()

@@ -6,22 +6,36 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from gateway.localbroker import Mosquitto
-from tests.helpers import SAVE_ON_EVERY_CHANGE, Publisher, Subscriber, wait_until
+from tests.helpers import Publisher, SavingMosquitto, Subscriber, wait_until
 
 TOPIC = "store/s1/staff/notice"
 
 
-@pytest.fixture
-async def own_broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Mosquitto]:
-    mosquitto = Mosquitto(directory=tmp_path, extra_config=getattr(request, "param", ""))
+@asynccontextmanager
+async def started(mosquitto: Mosquitto) -> AsyncIterator[Mosquitto]:
     await asyncio.to_thread(mosquitto.start)
-    yield mosquitto
-    await asyncio.to_thread(mosquitto.stop)
+    try:
+        yield mosquitto
+    finally:
+        await asyncio.to_thread(mosquitto.stop)
+
+
+@pytest.fixture
+async def own_broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
+    async with started(Mosquitto(directory=tmp_path)) as mosquitto:
+        yield mosquitto
+
+
+@pytest.fixture
+async def saving_broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
+    async with started(SavingMosquitto(directory=tmp_path)) as mosquitto:
+        yield mosquitto
 
 
 async def queued_for_an_absent_consumer(broker: Mosquitto, count: int) -> str:
@@ -55,11 +69,10 @@ async def test_a_restarted_broker_still_holds_a_persistent_sessions_queue(
     assert "Saving in-memory database" in log and "Error" not in log, log
 
 
-@pytest.mark.parametrize("own_broker", [SAVE_ON_EVERY_CHANGE], indirect=True)
 async def test_a_broker_that_saves_on_every_change_keeps_the_queue_through_a_sigkill(
-    own_broker: Mosquitto,
+    saving_broker: Mosquitto,
 ) -> None:
-    client_id = await queued_for_an_absent_consumer(own_broker, 100)
-    await asyncio.to_thread(own_broker.kill)  # no goodbye, no save on the way out
-    await asyncio.to_thread(own_broker.start)
-    assert await resumed(own_broker, client_id) == list(range(100))
+    client_id = await queued_for_an_absent_consumer(saving_broker, 100)
+    await asyncio.to_thread(saving_broker.kill)  # no goodbye, no save on the way out
+    await asyncio.to_thread(saving_broker.start)
+    assert await resumed(saving_broker, client_id) == list(range(100))

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -131,3 +133,29 @@ def test_a_decoder_bug_is_a_dead_letter_logged_once_per_kind(
     reason = processed.batch.dead_letters[0].reason
     assert reason.startswith("decoder failure: RecursionError: maximum recursion depth")
     assert steps.dead_letters_by_kind == {"barcode: decoder failure": 107}
+
+
+def test_ids_are_uuidv7_and_strictly_increasing_past_4096_in_a_millisecond() -> None:
+    ids = IdGenerator()
+    made = [ids.next_id(NOW) for _ in range(10_000)]
+    assert made == sorted(made) and len(set(made)) == len(made)
+    parsed = [uuid.UUID(text) for text in made]
+    assert {(u.version, u.variant) for u in parsed} == {(7, uuid.RFC_4122)}
+    assert parsed[0].int >> 80 == int(NOW.timestamp() * 1000)  # the millisecond comes first
+    assert ids.next_id(NOW - timedelta(seconds=5)) > made[-1]  # a clock stepping back
+
+
+def test_live_generators_draw_apart_and_a_seeded_one_repeats_itself() -> None:
+    assert IdGenerator().next_id(NOW) != IdGenerator().next_id(NOW)
+    first, again = (IdGenerator(random.Random(7)) for _ in range(2))
+    assert [first.next_id(NOW) for _ in range(5)] == [again.next_id(NOW) for _ in range(5)]
+
+
+def test_a_string_no_event_can_carry_is_a_dead_letter_and_the_batch_goes_on() -> None:
+    """JSON lets a device send a lone surrogate ("\\ud800"); it cannot be written as UTF-8,
+    so its message is refused at the decoder instead of failing the batch's encoding."""
+    telemetry = Inbound.local("espresense/rooms/bakery/telemetry", b'{"note": "\\ud800"}', NOW)
+    processed = pipeline().process([telemetry, scan(1, dup=False)])
+    (letter,) = processed.batch.dead_letters
+    assert letter.reason == "ESPresense telemetry has a lone UTF-16 surrogate (\\ud800-\\udfff)"
+    assert [row.type for row in processed.batch.events] == ["lantern.scan.read"]

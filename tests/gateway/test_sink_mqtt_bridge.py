@@ -171,12 +171,19 @@ async def test_tls_with_a_password_or_a_client_certificate_and_a_refusal_in_one_
             await wait_until(lambda sink=sink: sink.delivered == 10)
 
 
+class SmallPackets(Mosquitto):
+    """A central broker that takes packets of 2,000 bytes at most (and says so in CONNACK)."""
+
+    def config_text(self) -> str:
+        return super().config_text() + "max_packet_size 2000\n"
+
+
 async def test_an_event_larger_than_the_brokers_packet_limit_is_parked_alone(
     tmp_path: Path, outbox: Outbox
 ) -> None:
     """The broker's maximum packet size, from its CONNACK, refuses that event for good."""
     (tmp_path / "central").mkdir()
-    small_packets = Mosquitto(directory=tmp_path / "central", extra_config="max_packet_size 2000\n")
+    small_packets = SmallPackets(directory=tmp_path / "central")
     await asyncio.to_thread(small_packets.start)
     try:
         big = scan_event("SN-big")

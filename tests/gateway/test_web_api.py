@@ -22,10 +22,17 @@ from gateway.backtest import backtest
 from gateway.clock import ManualClock
 from gateway.config import Settings
 from gateway.localbroker import Mosquitto
+from gateway.receiver import Receiver
 from gateway.rulesdir import read_rules, store_catalog
-from gateway.sinks.http import HttpSink
 from tests.gateway.console import WEB_TOKENS, bearer
-from tests.helpers import Publisher, running_gateway, settled, status, wait_until
+from tests.helpers import (
+    Publisher,
+    make_settings,
+    running_gateway,
+    settled,
+    status,
+    wait_until,
+)
 
 EXAMPLES = Path(__file__).parents[2] / "gateway" / "examples"
 ZONES = [{"id": "coffee-aisle", "name": "Coffee aisle", "scanners": ["coffee-aisle"]}]
@@ -268,13 +275,32 @@ async def test_diagnostics_hold_what_support_needs_and_no_secret(
     assert "dead letter (barcode: undecodable)" in text  # the log lines are there
 
 
-async def test_waking_a_sink_that_cannot_be_woken_says_so(gateway: Gateway) -> None:
-    assert gateway.web is not None
-    async with aiohttp.ClientSession(headers=bearer("technician")) as session:
-        for name in ("nope", "http"):
-            async with session.post(f"{gateway.web.url}/api/sinks/{name}/wake") as response:
-                woken = name == "http" and hasattr(HttpSink, "wake")  # once sinks have one
-                assert response.status == (200 if woken else 404)
+async def test_a_technician_wakes_a_sink_out_of_a_long_backoff(
+    broker: Mosquitto, tmp_path: Path, clock: ManualClock, device: Publisher
+) -> None:
+    """The central record was away and the sink backs off for a minute; it is back, and the
+    technician's "retry now" delivers at once. An unknown sink is a 404."""
+    central = Receiver()
+    await central.start()
+    await central.stop()
+    settings = make_settings(
+        tmp_path / "data",
+        broker.url,
+        web={"tokens": WEB_TOKENS},
+        http_sink={"url": central.url, "retry_min_s": 60, "retry_max_s": 60},
+    )
+    async with running_gateway(settings, clock) as gateway:
+        assert gateway.web is not None
+        await device.send([("lantern/s1/scanner/till-1", "9501101531000")])
+        await wait_until(lambda: bool(status(gateway).sinks()[0]["last_error"]))
+        await central.start()
+        async with aiohttp.ClientSession(headers=bearer("technician")) as session:
+            async with session.post(f"{gateway.web.url}/api/sinks/nope/wake") as response:
+                assert response.status == 404
+            async with session.post(f"{gateway.web.url}/api/sinks/http/wake") as response:
+                assert response.status == 200
+        await wait_until(lambda: len(central.events) == 1, timeout_s=5)  # not in 30-60 s
+    await central.stop()
 
 
 async def test_a_live_page_updates_and_the_gateway_still_stops_at_once(
