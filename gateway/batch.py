@@ -58,9 +58,8 @@ class Inbound(NamedTuple):
         return cls(topic, payload, qos, 0, False, at, _NO_SESSION)
 
 
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    """One event as the outbox keeps it."""
+class EventRow(NamedTuple):
+    """One event as the outbox keeps it (a tuple: one is made per event)."""
 
     id: str
     type: str
