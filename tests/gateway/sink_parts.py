@@ -27,15 +27,16 @@ _serials = itertools.count()
 FAST_OUTBOX = OutboxSettings(synchronous="NORMAL")
 
 
-def scan_event(serial: str, store: str = "s1") -> EventRow:
-    """A barcode read as the gateway commits it: a structured CloudEvent with a unique id."""
+def scan_event(serial: str, store: str = "s1", device: str = "till-1") -> EventRow:
+    """A barcode read as the gateway commits it: a structured CloudEvent with a unique id (a
+    long ``device`` makes an event too large for a far side's limit)."""
     event_id = str(uuid.uuid4())
     body = {
         "specversion": "1.0",
         "id": event_id,
         "type": "lantern.scan.read",
-        "source": f"/stores/{store}/devices/till-1",
-        "subject": "till-1",
+        "source": f"/stores/{store}/devices/{device}",
+        "subject": device,
         "time": "2026-11-22T19:34:53.536Z",
         "datacontenttype": "application/json",
         "data": {
