@@ -19,29 +19,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.config import MqttSettings, Settings, load_settings
-from gateway.mqttwire import CONNACK, ProtocolError, Reader, connect_packet, disconnect_packet
+from gateway.mqttwire import (
+    CONNACK,
+    CREDENTIALS_REFUSED,
+    ProtocolError,
+    Reader,
+    connack_refusal,
+    connect_packet,
+    disconnect_packet,
+)
 from lantern.errors import ConfigError, RulesInvalid
 
 # A broker on the box or the store network answers CONNECT in milliseconds; a few seconds
 # tell a slow one from one that is not there without keeping a technician waiting.
 BROKER_TIMEOUT_S = 5.0
-# CONNACK's refusals in words: MQTT 5's reason codes, and MQTT 3.1.1's return codes (1-5).
-_CONNACK_REASONS = {
-    1: "unacceptable protocol version",
-    2: "identifier rejected",
-    3: "server unavailable",
-    4: "bad user name or password",
-    5: "not authorized",
-    0x80: "unspecified error",
-    0x84: "unsupported protocol version",
-    0x85: "client identifier not valid",
-    0x86: "bad user name or password",
-    0x87: "not authorized",
-    0x88: "server unavailable",
-    0x89: "server busy",
-    0x8A: "banned",
-}
-_CREDENTIALS_REFUSED = frozenset({4, 5, 0x86, 0x87})  # the fix is the user name and password
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +152,8 @@ async def _check_broker(mqtt: MqttSettings, timeout_s: float) -> Finding:
         return Finding(False, f"mqtt.url: {where} answered CONNECT with packet type {kind}")
     reason = Reader(v5).connack(body).reason
     if reason:
-        refused = _CONNACK_REASONS.get(reason, f"reason code {reason}")
-        fix = "user name and password" if reason in _CREDENTIALS_REFUSED else "broker"
+        refused = connack_refusal(reason)
+        fix = "user name and password" if reason in CREDENTIALS_REFUSED else "broker"
         return Finding(
             False, f"mqtt.url: the broker at {where} refused {who}: {refused} (check the {fix})"
         )

@@ -21,6 +21,8 @@ from typing import NamedTuple
 
 __all__ = [
     "CONNACK",
+    "CONNACK_REFUSALS",
+    "CREDENTIALS_REFUSED",
     "DISCONNECT",
     "PINGRESP",
     "PUBACK",
@@ -30,6 +32,7 @@ __all__ = [
     "ProtocolError",
     "Publish",
     "Reader",
+    "connack_refusal",
     "connect_packet",
     "disconnect_packet",
     "pingreq_packet",
@@ -62,6 +65,31 @@ _USER_PROPERTY_ID = bytes((_USER_PROPERTY,))
 
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
+
+
+# A CONNACK's refusal in words: MQTT 5's reason codes and MQTT 3.1.1's return codes (1-5).
+CONNACK_REFUSALS = {
+    1: "unacceptable protocol version",
+    2: "identifier rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorized",
+    0x80: "unspecified error",
+    0x84: "unsupported protocol version",
+    0x85: "client identifier not valid",
+    0x86: "bad user name or password",
+    0x87: "not authorized",  # Mosquitto's answer to a wrong password in MQTT 5
+    0x88: "server unavailable",
+    0x89: "server busy",
+    0x8A: "banned",
+    0x8C: "bad authentication method",
+    0x97: "quota exceeded",
+}
+CREDENTIALS_REFUSED = frozenset({4, 5, 0x86, 0x87})  # what the user name and password fix
+
+
+def connack_refusal(reason: int) -> str:
+    return CONNACK_REFUSALS.get(reason, f"reason 0x{reason:02x}")
 
 
 class ProtocolError(ValueError):

@@ -76,8 +76,8 @@ def box_config(
 
 
 class BoxBroker(Mosquitto):
-    """A mosquitto process on the shipped config, with a password file of ``users``; kill() is a
-    SIGKILL, and start() comes back on the same port and persistence folder."""
+    """A mosquitto process on the shipped config, with a password file of ``users``; as any
+    Mosquitto here, kill() is a SIGKILL and start() comes back on the same port and folder."""
 
     def __init__(
         self,
@@ -108,12 +108,6 @@ class BoxBroker(Mosquitto):
         before = self.database.stat().st_ino if self.database.exists() else None
         os.kill(self.pid, signal.SIGUSR1)
         wait_for(lambda: self.database.exists() and self.database.stat().st_ino != before)
-
-    def kill(self) -> None:
-        assert self._process is not None
-        self._process.kill()
-        self._process.wait()
-        self._process = None
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:

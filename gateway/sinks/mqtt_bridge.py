@@ -34,6 +34,7 @@ from gateway.mqttwire import (
     PUBACK,
     ProtocolError,
     Reader,
+    connack_refusal,
     connect_packet,
     disconnect_packet,
     pingreq_packet,
@@ -52,18 +53,12 @@ _READ_CHUNK_BYTES = 256 * 1024  # PUBACKs are 4 bytes: one read takes thousands 
 # Publishes written at a time: the broker starts on the first while we build the rest.
 _WRITE_CHUNK = 200
 _REFUSED = 0x80  # a CONNACK or PUBACK reason code at or above this is a refusal
-_CONNACK_REASONS = {
-    0x80: "unspecified error",
-    0x84: "unsupported protocol version (the broker needs MQTT 5)",
-    0x85: "client id not valid (mqtt_bridge_sink.client_id)",
-    0x86: "bad user name or password (mqtt_bridge_sink.username / password)",
-    # Mosquitto answers a wrong password with this one, not 0x86.
-    0x87: "not authorized (mqtt_bridge_sink.username / password, or the broker's ACL)",
-    0x88: "server unavailable",
-    0x89: "server busy",
-    0x8A: "banned",
-    0x8C: "bad authentication method",
-    0x97: "quota exceeded",
+# Which setting to look at, for the refusals a setting can cause.
+_CONNACK_FIX = {
+    0x84: "the broker needs MQTT 5",
+    0x85: "mqtt_bridge_sink.client_id",
+    0x86: "mqtt_bridge_sink.username / password",
+    0x87: "mqtt_bridge_sink.username / password, or the broker's ACL",
 }
 # PUBACK reasons that may pass later; any other failure refuses that one event for good.
 _RETRYABLE_PUBACK = {0x80: "unspecified error", 0x83: "implementation specific error",
@@ -150,9 +145,9 @@ class _Connection:
         else:
             connack = wire.connack(body)
             if connack.reason >= _REFUSED:
-                refused = "the broker refused the connection: " + _CONNACK_REASONS.get(
-                    connack.reason, f"reason 0x{connack.reason:02x}"
-                )
+                refused = "the broker refused the connection: " + connack_refusal(connack.reason)
+                if fix := _CONNACK_FIX.get(connack.reason):
+                    refused += f" ({fix})"
                 if connack.reason_string:
                     refused += f": {connack.reason_string}"
             elif connack.maximum_qos == 0:

@@ -48,6 +48,7 @@ from paho.mqtt.properties import Properties
 from gateway.localbroker import Mosquitto
 from tests.benchmarks.publisher import ROOMS, TOPIC_FILTER
 from tests.benchmarks.rules import base_rules, extra_rules
+from tests.helpers import retained_status
 
 RULES = 100
 _SESSION_EXPIRY_S = 3600
@@ -140,6 +141,7 @@ class Lantern:
 
     def __init__(self, workdir: Path, broker: Mosquitto) -> None:
         self.data = workdir / "data"
+        self._port = broker.port
         rules_dir = workdir / "rules"
         rules_dir.mkdir()
         for spec in [*base_rules(), *extra_rules(RULES - len(base_rules()), random.Random(1))]:
@@ -168,15 +170,9 @@ class Lantern:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        while not self._connected():
+        # Online on its retained status: connected and subscribed, the backlog on its way.
+        while retained_status(self._port, "lantern/bench/gateway/status") != "online":
             time.sleep(_POLL_S)
-
-    def _connected(self) -> bool:
-        try:
-            with self._outbox() as conn:
-                return conn.execute("SELECT count(*) FROM cursors").fetchone()[0] > 0
-        except sqlite3.Error:
-            return False
 
     def stop(self) -> float:
         """Stop (SIGTERM, drained); returns the process's peak RSS in MiB."""
