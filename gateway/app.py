@@ -25,6 +25,7 @@ import os
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway import systemd
 from gateway.batch import Batch, Inbound
@@ -43,9 +44,11 @@ from gateway.sinks import Sink, build_sinks
 from gateway.sources.ble import BleSource
 from gateway.status import StatusView
 from gateway.supervisor import Supervisor
-from gateway.web import WebServer
 from lantern.errors import StartupError
 from rules.model import RuleSet
+
+if TYPE_CHECKING:
+    from gateway.web import WebServer
 
 __all__ = ["OUTBOX_FILE_NAME", "Gateway"]
 
@@ -137,6 +140,9 @@ class Gateway:
 
             async with contextlib.AsyncExitStack() as resources:
                 if settings.web.enabled:
+                    # Imported only when served: the console's stack is some 25 MiB.
+                    from gateway.web import WebServer
+
                     self.web = await resources.enter_async_context(
                         WebServer(settings.web, self.status, accept_post, clock)
                     )

@@ -58,8 +58,10 @@ class MqttSettings(_Section):
     # QoS 1 messages the broker may have in flight to us unacknowledged. We acknowledge only
     # after a commit, so this must cover a whole commit interval at peak rate (10k msg/s x 0.1 s).
     receive_maximum: int = Field(default=2_000, ge=1, le=65_535)
+    # The broker is on the store's own box: trying again costs nothing, and after an outage
+    # of any length the gateway is back within 4 s of the broker (jittered between 2 and 4).
     reconnect_min_s: float = Field(default=0.5, gt=0)
-    reconnect_max_s: float = Field(default=30.0, gt=0)
+    reconnect_max_s: float = Field(default=4.0, gt=0)
     max_payload_bytes: int = Field(default=64 * 1024, gt=0)
 
     @field_validator("url")

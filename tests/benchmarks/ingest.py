@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import sqlite3
 import statistics
 import subprocess
@@ -47,7 +46,7 @@ from paho.mqtt.properties import Properties
 
 from gateway.localbroker import Mosquitto
 from tests.benchmarks.publisher import ROOMS, TOPIC_FILTER
-from tests.benchmarks.rules import base_rules, extra_rules
+from tests.benchmarks.rules import chain_rules, store_sections
 from tests.helpers import retained_status
 
 RULES = 100
@@ -144,7 +143,8 @@ class Lantern:
         self._port = broker.port
         rules_dir = workdir / "rules"
         rules_dir.mkdir()
-        for spec in [*base_rules(), *extra_rules(RULES - len(base_rules()), random.Random(1))]:
+        specs = chain_rules(RULES)
+        for spec in specs:
             (rules_dir / f"{spec['id']}.yaml").write_text(yaml.safe_dump(spec))
         self.config = workdir / "store.yaml"
         self.config.write_text(
@@ -154,7 +154,7 @@ class Lantern:
                     "data_dir": str(self.data),
                     "mqtt": {"url": broker.url, "client_id": "bench-lantern"},
                     "web": {"enabled": False},
-                    "zones": [{"id": room, "scanners": [room]} for room in ROOMS],
+                    **store_sections(specs, ROOMS),
                     "presence": {"max_visitors": 20_000},
                     "rules": {"dir": str(rules_dir)},
                 }
@@ -168,10 +168,11 @@ class Lantern:
             [sys.executable, "-m", "gateway", "run", "--config", str(self.config)],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
         )
         # Online on its retained status: connected and subscribed, the backlog on its way.
         while retained_status(self._port, "lantern/bench/gateway/status") != "online":
+            if self.process.poll() is not None:
+                raise SystemExit(f"lantern run ended at start (exit {self.process.returncode})")
             time.sleep(_POLL_S)
 
     def stop(self) -> float:

@@ -167,6 +167,42 @@ def extra_rules(count: int, rng: random.Random) -> list[dict[str, Any]]:
     return extra
 
 
+_BENCH_UUID = "2f234454-cf6d-4a0f-adf2-f4911ba9ffa6"  # the benchmarks' beacons: major = segment
+
+
+def chain_rules(count: int) -> list[dict[str, Any]]:
+    """The ten base rules and ``count - 10`` accumulated ones, always the same."""
+    return [*base_rules(), *extra_rules(count - len(base_rules()), random.Random(SEED))]
+
+
+def store_sections(specs: list[dict[str, Any]], rooms: list[str]) -> dict[str, Any]:
+    """The ``zones``, ``audiences`` and ``devices`` of a store.yaml in which every one of these
+    rules is valid (a store refuses a rule naming a zone, segment or device it does not have):
+    each of ``rooms`` is a zone of its own, every zone a rule names another, heard by a
+    scanner of its own that the benchmark's stream never uses."""
+    named = [rule["when"] for rule in specs]
+    zones = [{"id": room, "scanners": [room]} for room in rooms]
+    zones += [
+        {"id": zone, "scanners": [f"{zone}-scanner"]}
+        for zone in sorted({when["zone"] for when in named if "zone" in when} - set(rooms))
+    ]
+    segments = sorted({when["segment"] for when in named if "segment" in when} | {"loyalty"})
+    return {
+        "zones": zones,
+        "audiences": [
+            {
+                "segment": segment,
+                "identities": [f"ibeacon:2f234454-cf6d-4a0f-adf2-f4911ba9ffa6-{n}-*"],
+            }
+            for n, segment in enumerate(segments)
+        ],
+        "devices": [
+            {"id": device}
+            for device in sorted({when["device"] for when in named if "device" in when})
+        ],
+    }
+
+
 def rule_set(specs: list[dict[str, Any]]) -> RuleSet:
     return parse_rules({f"{spec['id']}.yaml": yaml.safe_dump(spec) for spec in specs})
 

@@ -13,7 +13,6 @@ import argparse
 import itertools
 import json
 import os
-import random
 import shutil
 import signal
 import sqlite3
@@ -32,7 +31,7 @@ import yaml
 from firmware_stubs.store_sim import ROOMS, StoreSimulator
 from gateway.localbroker import Mosquitto, free_port
 from tests.benchmarks.nodered.publisher import publish
-from tests.benchmarks.rules import SEED, base_rules, extra_rules
+from tests.benchmarks.rules import chain_rules, store_sections
 
 HERE = Path(__file__).resolve().parent
 STORE_ID = "bench"
@@ -150,18 +149,14 @@ def install_node_red(folder: Path) -> None:
 def lantern(work: Path, broker: Mosquitto) -> System:
     rules_dir = work / "rules"
     rules_dir.mkdir()
-    specs = base_rules()
-    specs += extra_rules(RULES - len(specs), random.Random(SEED))
+    specs = chain_rules(RULES)
     for spec in specs:
         (rules_dir / f"{spec['id']}.yaml").write_text(yaml.safe_dump(spec))
     config = {
         "timezone": "Europe/Amsterdam",
         "web": {"port": 0},  # any free port: other benchmarks and engineers share the box
         "sources": [{"kind": "espresense", "topic": "espresense/devices/{id}/{room}"}],
-        "zones": [{"id": room, "name": room.title(), "scanners": [room]} for room in ROOMS],
-        "audiences": [
-            {"segment": "loyalty", "identities": ["ibeacon:2f234454-cf6d-4a0f-adf2-f4911ba9ffa6-*"]}
-        ],
+        **store_sections(specs, list(ROOMS)),
         "rules": {"dir": str(rules_dir)},
     }
     store = work / "store.yaml"
