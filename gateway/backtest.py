@@ -127,7 +127,7 @@ def _explained(engine: RuleEngine, explain: str | None) -> Iterator[dict[str, An
     """The explained rule's traces since the last step, after the output they explain."""
     for trace in engine.take_traces():
         if trace.rule == explain:
-            yield {"kind": "trace", **trace.model_dump(mode="json")}
+            yield {"kind": "trace", **trace.as_json()}
 
 
 def _output(processed: Processed, actions: list[Action]) -> Iterator[dict[str, Any]]:

@@ -351,7 +351,7 @@ class StatusView:
             "presence_visitors": self.presence_visitors(),
             "rules": self.rules(),
             "recent_rule_outcomes": [
-                trace.model_dump(mode="json", exclude={"event_id", "visitor"})
+                {k: v for k, v in trace.as_json().items() if k not in ("event_id", "visitor")}
                 for trace in self.traces(limit=_RECENT_TRACES)
             ],
         }

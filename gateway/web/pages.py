@@ -103,7 +103,7 @@ class Pages:
             "rules": rule_infos(status),
             "reload_error": rules["reload_error"],
             "rules_dir": rules["dir"],
-            "recent": [trace.model_dump(mode="json") for trace in status.traces(limit=20)],
+            "recent": [trace.as_json() for trace in status.traces(limit=20)],
         }
 
 
