@@ -23,7 +23,6 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import msgspec.inspect
-from bluetooth_data_tools import parse_advertisement_data_bytes
 
 from devices.model import normalize_mac
 from lantern.errors import DecodeError
@@ -31,6 +30,7 @@ from lantern.errors import DecodeError
 __all__ = [
     "APPLE_COMPANY_ID",
     "EDDYSTONE_SERVICE_UUID",
+    "AdStructures",
     "Advertisement",
     "AltBeaconFrame",
     "BeaconFrame",
@@ -47,6 +47,7 @@ __all__ = [
     "parse_advertisement",
     "parse_manufacturer_data",
     "parse_service_data",
+    "read_ad_structures",
     "uuid_text",
 ]
 
@@ -473,21 +474,90 @@ class Advertisement(msgspec.Struct, frozen=True, kw_only=True):
     frame: BeaconFrame | None = None
 
 
-def parse_advertisement(adv: bytes) -> Advertisement:
-    """An advertisement from its raw AD structures (advertising data plus scan response).
+# GAP AD structure types (Bluetooth Assigned Numbers, "Common Data Types").
+_AD_SHORT_NAME = 0x08
+_AD_COMPLETE_NAME = 0x09
+_AD_TX_POWER = 0x0A
+_AD_SERVICE_DATA_16 = 0x16
+_AD_SERVICE_DATA_32 = 0x20
+_AD_SERVICE_DATA_128 = 0x21
+_AD_MANUFACTURER_DATA = 0xFF
+_AD_UUID_LIST_WIDTH = {0x02: 2, 0x03: 2, 0x04: 4, 0x05: 4, 0x06: 16, 0x07: 16}  # bytes each
+_AD_SERVICE_DATA_UUID_WIDTH = {
+    _AD_SERVICE_DATA_16: 2,
+    _AD_SERVICE_DATA_32: 4,
+    _AD_SERVICE_DATA_128: 16,
+}
+_UINT16_LE = struct.Struct("<H")
+_UINT32_LE = struct.Struct("<I")
+_INT8 = struct.Struct("b")
 
-    bluetooth-data-tools skips structures that overrun the buffer, so a truncated trailing
-    structure (or a stray byte after the last one) is tolerated.
+
+def _ad_uuid(raw: bytes) -> str:
+    """A little-endian 16-, 32- or 128-bit UUID from an AD structure, as 128-bit text."""
+    if len(raw) == 2:
+        return f"0000{_UINT16_LE.unpack(raw)[0]:04x}{_BLUETOOTH_BASE_UUID_SUFFIX}"
+    if len(raw) == 4:
+        return f"{_UINT32_LE.unpack(raw)[0]:08x}{_BLUETOOTH_BASE_UUID_SUFFIX}"
+    return uuid_text(raw[::-1])
+
+
+AdStructures = tuple[str | None, tuple[str, ...], dict[str, bytes], dict[int, bytes], int | None]
+
+
+def read_ad_structures(adv: bytes) -> AdStructures:
+    """An advertisement's AD structures: (local name, service UUIDs, service data,
+    manufacturer data, tx power).
+
+    Each structure is a length byte, a type byte and ``length - 1`` bytes of data. Structures
+    that overrun the buffer or carry no data are skipped, so a truncated trailing structure
+    (or a stray byte after the last one) is tolerated; zero bytes are padding. A complete
+    local name wins over a shortened one; a later structure of the same key replaces an
+    earlier one. (The layout and these choices are those of bluetooth-data-tools, which the
+    tests compare this with: its package costs some 12 MiB, for its cryptography, at import.)
     """
-    local_name, service_uuids, service_data, manufacturer_data, tx_power = (
-        parse_advertisement_data_bytes(bytes(adv))
+    local_name: str | None = None
+    service_uuids: list[str] = []
+    service_data: dict[str, bytes] = {}
+    manufacturer_data: dict[int, bytes] = {}
+    tx_power: int | None = None
+    offset = 0
+    while offset + 2 <= len(adv):
+        length = adv[offset]
+        if length == 0:
+            offset += 1
+            continue
+        kind = adv[offset + 1]
+        data = adv[offset + 2 : offset + 1 + length]
+        overruns = offset + 1 + length > len(adv)
+        offset += 1 + length
+        if kind == 0 or overruns or not data:
+            continue
+        if kind == _AD_COMPLETE_NAME or (kind == _AD_SHORT_NAME and local_name is None):
+            local_name = data.decode("utf-8", "replace")
+        elif kind == _AD_MANUFACTURER_DATA and len(data) >= 2:
+            manufacturer_data[_UINT16_LE.unpack_from(data)[0]] = data[2:]
+        elif (width := _AD_UUID_LIST_WIDTH.get(kind)) is not None:
+            whole = len(data) - len(data) % width
+            service_uuids += [_ad_uuid(data[i : i + width]) for i in range(0, whole, width)]
+        elif (width := _AD_SERVICE_DATA_UUID_WIDTH.get(kind)) is not None and len(data) >= width:
+            service_data[_ad_uuid(data[:width])] = data[width:]
+        elif kind == _AD_TX_POWER and len(data) == 1:
+            tx_power = _INT8.unpack(data)[0]
+    return local_name, tuple(service_uuids), service_data, manufacturer_data, tx_power
+
+
+def parse_advertisement(adv: bytes) -> Advertisement:
+    """An advertisement from its raw AD structures (advertising data plus scan response),
+    and the beacon frame it carries."""
+    local_name, service_uuids, service_data, manufacturer_data, tx_power = read_ad_structures(
+        bytes(adv)
     )
-    # The library's containers are cached and shared between callers: copy, never keep.
     return Advertisement(
         local_name=local_name,
-        service_uuids=tuple(service_uuids),
-        service_data=dict(service_data),
-        manufacturer_data=dict(manufacturer_data),
+        service_uuids=service_uuids,
+        service_data=service_data,
+        manufacturer_data=manufacturer_data,
         tx_power=tx_power,
         frame=frame_from_advertisement(manufacturer_data, service_data),
     )

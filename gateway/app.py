@@ -41,7 +41,6 @@ from gateway.privacy import Pseudonymizer, load_or_create_secret
 from gateway.record import http_mirror_topic
 from gateway.rulesdir import RulesWatcher, read_rules, store_catalog
 from gateway.sinks import Sink, build_sinks
-from gateway.sources.ble import BleSource
 from gateway.status import StatusView
 from gateway.supervisor import Supervisor
 from lantern.errors import StartupError
@@ -191,6 +190,9 @@ class Gateway:
             if self.web is not None:
                 parts["web"] = self.web.run
             if settings.ble.enabled:
+                # Imported only when the box's own radio is used: bleak is some 11 MiB.
+                from gateway.sources.ble import BleSource
+
                 parts["local-ble"] = BleSource(
                     settings.ble, settings.store_id, ingest.receive, self.clock
                 ).run

@@ -4,7 +4,8 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import given
+from bluetooth_data_tools import parse_advertisement_data_bytes
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from devices.ble import (
@@ -18,6 +19,7 @@ from devices.ble import (
     parse_advertisement,
     parse_manufacturer_data,
     parse_service_data,
+    read_ad_structures,
 )
 from lantern.errors import DecodeError
 from tests.fixture_files import load_json
@@ -339,16 +341,33 @@ _ADVERTISEMENTS = st.lists(
     ),
     max_size=3,
 ).map(b"".join)
+# Every AD type read_ad_structures reads (names, UUID lists, service data, tx power, and
+# manufacturer data), padding, flags and one it does not read, with data of any length.
+_AD_TYPES = [0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x16, 0x20, 0x21]
+_ANY_AD_STRUCTURES = st.lists(
+    st.one_of(
+        st.sampled_from([*_AD_TYPES, 0x24, 0xFF]).flatmap(
+            lambda ad_type: _ad_structure(ad_type, st.binary(max_size=18))
+        ),
+        st.binary(max_size=3),
+    ),
+    max_size=5,
+).map(b"".join)
 
 
-@given(adv=_ADVERTISEMENTS)
-def test_fuzz_only_decode_errors_escape(adv: bytes) -> None:
-    # parse_advertisement reaches every decoder: frame_from_advertisement, then
-    # parse_manufacturer_data and parse_service_data for each entry.
-    try:
-        frame = parse_advertisement(adv).frame
-    except DecodeError:
-        return
-    if frame is not None:
-        frame.fields()
-        frame.identity()
+def _reference(adv: bytes) -> tuple[Any, ...]:
+    """What bluetooth-data-tools (Home Assistant's parser) makes of the bytes."""
+    name, uuids, service_data, manufacturer_data, tx_power = parse_advertisement_data_bytes(adv)
+    return name, tuple(uuids), dict(service_data), dict(manufacturer_data), tx_power
+
+
+@pytest.mark.parametrize("entry", ADVERTS, ids=lambda entry: str(entry["name"]))
+def test_captured_adverts_read_as_bluetooth_data_tools_reads_them(entry: dict[str, Any]) -> None:
+    adv = bytes.fromhex(entry["adv_hex"])
+    assert read_ad_structures(adv) == _reference(adv)
+
+
+@given(adv=_ANY_AD_STRUCTURES)
+@example(adv=b"\x05\x09full\x04\x08sho")  # a complete name, then a shortened one
+def test_any_bytes_read_as_bluetooth_data_tools_reads_them(adv: bytes) -> None:
+    assert read_ad_structures(adv) == _reference(adv)
