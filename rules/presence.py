@@ -97,8 +97,8 @@ class PresenceSettings(BaseModel):
     # 10 s is a scanner that lost it. Shorter than the away timeout so that a visitor who
     # walked on is placed by the scanner that hears them now.
     reading_ttl_s: float = Field(default=10.0, gt=0)
-    # A big store has about 2,000 devices in range (DESIGN.md); ten times that bounds memory
-    # (a few MiB) against a flood of randomised addresses.
+    # A big store has about 2,000 devices in range (docs/architecture.md, "A small store
+    # box"); ten times that bounds memory (a few MiB) against a flood of randomised addresses.
     max_visitors: int = Field(default=20_000, ge=1)
     # The calibrated power at 1 m of a typical phone or iBeacon, for sightings without one.
     tx_power_1m_dbm: int = Field(default=-59, ge=-120, le=20)
