@@ -88,14 +88,16 @@ async def page_status(gateway: Gateway) -> dict[str, Any]:
         return document
 
 
-async def drained(gateway: Gateway, central: Receiver, events: int) -> None:
+async def drained(gateway: Gateway, central: Receiver, events: int) -> float:
     """The central record is back: deliveries make room, the committer's retries (once a
-    second) find it, until ``events`` reached the central record."""
+    second) find it, until ``events`` reached the central record; how long that took."""
     await central.start()
+    back = time.monotonic()
     ingest = gateway.ingest
     await wait_until(
         lambda: len(central.events) >= events and ingest.settled == ingest.received, timeout_s=60
     )
+    return time.monotonic() - back
 
 
 def serials(central: Receiver) -> list[str]:
@@ -129,10 +131,14 @@ async def test_a_full_disk_stops_acknowledging_loses_nothing_and_resumes_by_itse
             async with session.get(metrics, headers=bearer("technician")) as response:
                 assert "lantern_outbox_waiting_for_room 1.0" in await response.text()
         assert gateway.ingest.settled < total  # the rest waits at the broker, unacknowledged
-        await drained(gateway, central, total)
+        recovered_s = await drained(gateway, central, total)
         assert (await page_status(gateway))["outbox"]["waiting_for_room"] is None
     assert serials(central) == [f"SN{n:06d}" for n in range(total)]  # each once, none lost
     assert outbox_rows(settings, "PRAGMA integrity_check") == [("ok",)]
+    print(
+        f"full disk: {total} scans, 0 lost, 0 twice; all delivered {recovered_s:.2f} s after"
+        " the record came back"
+    )
 
 
 async def test_a_flood_of_sightings_over_the_budget_drops_only_sightings(
@@ -159,11 +165,15 @@ async def test_a_flood_of_sightings_over_the_budget_drops_only_sightings(
         assert dropped > 0
         assert page["outbox"]["used_bytes"] <= MIB
         assert page["outbox"]["waiting_for_room"] is None  # never stalled: sightings made room
-        await drained(gateway, central, scans + sightings - dropped)
+        recovered_s = await drained(gateway, central, scans + sightings - dropped)
     assert serials(central) == [f"SN{n:06d}" for n in range(scans)]
     forwarded = [e for e in central.deliveries if e["type"] == "lantern.presence.sighted"]
     assert len(forwarded) + dropped == sightings
     assert len(central.events) == len(central.deliveries)  # nothing twice
+    print(
+        f"sighting flood over a 1 MiB budget: {scans} scans, 0 lost; {sightings} sightings,"
+        f" {dropped} dropped (counted); all delivered {recovered_s:.2f} s after the record's return"
+    )
 
 
 async def test_a_budget_full_of_scans_waits_for_the_central_record_then_resumes(
@@ -177,8 +187,9 @@ async def test_a_budget_full_of_scans_waits_for_the_central_record_then_resumes(
         page = await page_status(gateway)
         assert "within the budget (outbox.max_bytes)" in page["outbox"]["waiting_for_room"]
         assert status(gateway).events_committed < total
-        await drained(gateway, central, total)
+        recovered_s = await drained(gateway, central, total)
     assert serials(central) == [f"SN{n:06d}" for n in range(total)]
+    print(f"budget full of scans: {total} scans, 0 lost, 0 twice; all in {recovered_s:.2f} s")
 
 
 @pytest.mark.slow  # real backoff: seconds of 503s
@@ -217,6 +228,7 @@ async def test_a_central_record_answering_503_for_a_while_loses_nothing_and_is_c
     assert first_delivery_s <= 10.5, first_delivery_s
     assert serials(central) == [f"SN{n:06d}" for n in range(300)]
     assert len(central.deliveries) == 300  # no batch resent once it was taken
+    print(f"503 x {refusals}: 300 scans, 0 lost, 0 twice; first delivery {first_delivery_s:.2f} s")
 
 
 SCAN_RULE = """\
