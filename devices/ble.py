@@ -489,17 +489,13 @@ _AD_SERVICE_DATA_UUID_WIDTH = {
     _AD_SERVICE_DATA_128: 16,
 }
 _UINT16_LE = struct.Struct("<H")
-_UINT32_LE = struct.Struct("<I")
 _INT8 = struct.Struct("b")
 
 
 def _ad_uuid(raw: bytes) -> str:
     """A little-endian 16-, 32- or 128-bit UUID from an AD structure, as 128-bit text."""
-    if len(raw) == 2:
-        return f"0000{_UINT16_LE.unpack(raw)[0]:04x}{_BLUETOOTH_BASE_UUID_SUFFIX}"
-    if len(raw) == 4:
-        return f"{_UINT32_LE.unpack(raw)[0]:08x}{_BLUETOOTH_BASE_UUID_SUFFIX}"
-    return uuid_text(raw[::-1])
+    big_endian = raw[::-1]
+    return uuid_text(big_endian) if len(raw) == 16 else full_service_uuid(big_endian.hex())
 
 
 AdStructures = tuple[str | None, tuple[str, ...], dict[str, bytes], dict[int, bytes], int | None]

@@ -283,9 +283,6 @@ class Outbox:
         await self._call(_park, sink, page, status, reason)
         self.transactions += 1
 
-    async def pending_count(self, sink: str, types: TypeFilter) -> int:
-        return (await self.backlog(sink, types)).count
-
     async def backlog(self, sink: str, types: TypeFilter) -> Backlog:
         return await self._call(_backlog, sink, types)
 

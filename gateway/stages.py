@@ -121,19 +121,13 @@ class RulesStage(Stage):
         self._events = events
         self._on_action = on_action
         self._fired = False
-        # The event types the running rules trigger on, taken again when the set is replaced
-        # (however it is): every entry is checked against them.
-        self._indexed: tuple[RuleSet, frozenset[str]] | None = None
 
     def replace_rules(self, rules: RuleSet) -> None:
         self.engine.replace(rules)
         self._presence.set_dwell_thresholds(rules.dwell_thresholds_s())
 
     def observe(self, entry: Entry) -> Derived:
-        rules = self.engine.rules
-        if self._indexed is None or self._indexed[0] is not rules:
-            self._indexed = (rules, rules.event_types())
-        if entry.observation.cloud_event_type() not in self._indexed[1]:
+        if entry.observation.cloud_event_type() not in self.engine.rules.event_types():
             return NOTHING  # most entries are sightings, which few rules (if any) trigger on
         trigger = self._trigger(entry)
         try:

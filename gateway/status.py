@@ -14,15 +14,12 @@ fields it has, joins the fields every sink has; the page and ``/metrics`` show t
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
-
-from pydantic import BaseModel
 
 from devices.health import DeviceRecord
 from gateway.build import Wiring
@@ -31,7 +28,7 @@ from gateway.config import Settings
 from gateway.ingest import Ingest
 from gateway.mqtt import MqttClient
 from gateway.outbox import Outbox, Pressure
-from gateway.sinks import Sink
+from gateway.sinks import Sink, SinkStatus
 from gateway.supervisor import PartState, Supervisor
 from lantern.errors import RuleProblem, RulesInvalid
 from rules.engine import Trace
@@ -59,7 +56,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 # and 20 % leaves a technician a week or two to swap a scanner's.
 LOW_BATTERY_PCT = 20.0
 LOW_BATTERY_MV = 2_500.0
-# What every sink has (gateway/sinks/base.py); the backlog comes from sink_backlogs().
+# What every sink has (gateway/sinks/base.py); the backlog comes from Sink.status().
 _SINK_FIELDS = ("target", "local", "delivered", "retries", "parked", "dropped", "last_error")
 
 
@@ -119,16 +116,20 @@ class StatusView:
     def now(self) -> datetime:
         return self._clock.now()
 
-    async def snapshot(self) -> Snapshot:
+    async def sink_statuses(self) -> list[SinkStatus]:
+        """Each sink's counters and backlog: one count of the outbox per sink."""
+        return [await sink.status() for sink in self._sinks]
+
+    async def snapshot(self, statuses: Sequence[SinkStatus] | None = None) -> Snapshot:
+        """The counters; ``statuses`` when the caller has just read them (else read here)."""
         pipeline = self._wiring.pipeline
-        depth = 0
-        for sink in self._sinks:
-            depth = max(depth, await self._outbox.pending_count(sink.name, sink.types))
+        if statuses is None:
+            statuses = await self.sink_statuses()
         return Snapshot(
             mqtt_connected=self._mqtt.connected,
             messages_in=self._ingest.received,
             events_committed=self._outbox.events_committed,
-            outbox_depth=depth,
+            outbox_depth=max((status.cursor_lag for status in statuses), default=0),
             forwarded=sum(sink.delivered for sink in self._sinks if not sink.local),
             parked=sum(sink.parked for sink in self._sinks),
             dead_letters=sum(pipeline.dead_letters_by_kind.values()),
@@ -173,31 +174,17 @@ class StatusView:
         return reasons
 
     def sinks(self) -> list[dict[str, Any]]:
-        """Each sink's fields: those every sink has, and whatever its ``state`` holds."""
+        """Each sink's fields that need no look at the outbox."""
         return [
-            {"name": sink.name}
-            | {field: getattr(sink, field, None) for field in _SINK_FIELDS}
-            | _plain(getattr(sink, "state", None))
+            {"name": sink.name} | {field: getattr(sink, field) for field in _SINK_FIELDS}
             for sink in self._sinks
         ]
 
-    async def sink_backlogs(self) -> dict[str, dict[str, Any]]:
-        """Per sink: events it has yet to deliver, and the age of the oldest in seconds."""
-        backlogs = {}
-        for sink in self._sinks:
-            state = await sink.status()
-            backlogs[sink.name] = {
-                "pending": state.cursor_lag,
-                "oldest_pending_age_s": state.oldest_undelivered_age_s,
-            }
-        return backlogs
-
     def wake_sink(self, name: str) -> bool:
-        """Ask the sink to retry now; False when there is no such sink or it cannot be woken."""
+        """Ask the sink to retry now; False when there is no such sink."""
         for sink in self._sinks:
-            wake = getattr(sink, "wake", None)
-            if sink.name == name and callable(wake):
-                wake()
+            if sink.name == name:
+                sink.wake()
                 return True
         return False
 
@@ -313,9 +300,16 @@ class StatusView:
     async def document(self) -> dict[str, Any]:
         """Everything the technicians' page shows, as JSON-ready values (``/api/status``).
         No visitor's identity: rule outcomes come without it."""
-        snapshot = await self.snapshot()
-        backlogs = await self.sink_backlogs()
-        sinks = [sink | backlogs[sink["name"]] for sink in self.sinks()]
+        statuses = await self.sink_statuses()
+        snapshot = await self.snapshot(statuses)
+        sinks = [
+            sink
+            | {
+                "pending": status.cursor_lag,
+                "oldest_pending_age_s": status.oldest_undelivered_age_s,
+            }
+            for sink, status in zip(self.sinks(), statuses, strict=True)
+        ]
         ages = [sink["oldest_pending_age_s"] for sink in sinks if sink["oldest_pending_age_s"]]
         return {
             "store_id": self.settings.store_id,
@@ -355,19 +349,6 @@ class StatusView:
                 for trace in self.traces(limit=_RECENT_TRACES)
             ],
         }
-
-
-def _plain(state: object) -> dict[str, Any]:
-    """A part's state object as a plain dict: a model, a dataclass or a mapping."""
-    if callable(state):
-        state = state()
-    if isinstance(state, BaseModel):
-        return state.model_dump(mode="json")
-    if dataclasses.is_dataclass(state) and not isinstance(state, type):
-        return dataclasses.asdict(state)
-    if isinstance(state, Mapping):
-        return dict(state)
-    return {}
 
 
 def _preview(head: bytes, size: int) -> str:

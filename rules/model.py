@@ -420,7 +420,7 @@ class _Bucket:
 class RuleSet:
     """An immutable set of rules, by id, indexed by the event type that triggers them."""
 
-    __slots__ = ("_by_id", "_index")
+    __slots__ = ("_by_id", "_event_types", "_index")
 
     def __init__(self, rules: Iterable[Rule] = ()) -> None:
         by_id: dict[str, Rule] = {}
@@ -430,6 +430,7 @@ class RuleSet:
             by_id[rule.id] = rule
         self._by_id: Mapping[str, Rule] = by_id
         self._index = _index(by_id.values())
+        self._event_types = frozenset(self._index)
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -449,7 +450,7 @@ class RuleSet:
 
     def event_types(self) -> frozenset[str]:
         """The event types some rule triggers on; others need not be evaluated at all."""
-        return frozenset(self._index)
+        return self._event_types
 
     def candidates(
         self, event_type: str, zone: str | None, gtin: str | None, device: str | None

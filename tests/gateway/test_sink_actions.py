@@ -98,7 +98,8 @@ async def test_actions_wait_for_the_broker_and_an_expired_one_is_dropped_never_p
             await wait_until(lambda: actions()["delivered"] == 1)
 
             async def cursor_written() -> bool:  # past the notice and the dropped flash
-                return (await status(gateway).sink_backlogs())["mqtt-actions"]["pending"] == 0
+                statuses = await status(gateway).sink_statuses()
+                return {s.name: s.cursor_lag for s in statuses}["mqtt-actions"] == 0
 
             await wait_until(cursor_written)
             assert (actions()["dropped"], actions()["last_error"]) == (1, None)
