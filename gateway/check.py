@@ -56,7 +56,7 @@ def check_box(config: Path | None, broker_timeout_s: float = BROKER_TIMEOUT_S) -
     yield Finding(True, f"config {origin}: store {settings.store_id}")
     yield check_data_dir(settings)
     if settings.rules.dir is not None:
-        yield from check_rules(settings.rules.dir)
+        yield from check_rules(settings.rules.dir, settings)
     yield check_broker(settings.mqtt, broker_timeout_s)
 
 
@@ -76,11 +76,12 @@ def check_data_dir(settings: Settings) -> Finding:
     return Finding(True, f"data_dir {directory}: writable")
 
 
-def check_rules(directory: Path) -> Iterator[Finding]:
-    from gateway.rulesdir import read_rules
+def check_rules(directory: Path, settings: Settings) -> Iterator[Finding]:
+    """The rules as ``lantern run`` reads them: against what this store has."""
+    from gateway.rulesdir import read_rules, store_catalog
 
     try:
-        rules = read_rules(directory)
+        rules = read_rules(directory, store_catalog(settings))
     except RulesInvalid as exc:
         for problem in exc.problems:
             file = Path(problem.file)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from gateway.check import check_broker
@@ -16,7 +17,14 @@ from gateway.config import MqttSettings
 from gateway.localbroker import Mosquitto, free_port
 from tests.boxbroker import BoxBroker
 
-EXAMPLE_RULES = Path(__file__).resolve().parents[2] / "gateway" / "examples" / "rules"
+EXAMPLES = Path(__file__).resolve().parents[2] / "gateway" / "examples"
+EXAMPLE_RULES = EXAMPLES / "rules"
+# What the example rules name: the example store's zones, audiences and devices.
+EXAMPLE_STORE = {
+    key: yaml.safe_dump(value, default_flow_style=True).strip()
+    for key, value in yaml.safe_load((EXAMPLES / "store.yaml").read_text()).items()
+    if key in ("zones", "audiences", "devices")
+}
 runner = CliRunner()
 
 
@@ -52,7 +60,7 @@ def check(
 
 
 def test_a_ready_box_passes_every_check(tmp_path: Path, broker: Mosquitto) -> None:
-    code, lines = check(tmp_path, broker.url, rules=EXAMPLE_RULES)
+    code, lines = check(tmp_path, broker.url, rules=EXAMPLE_RULES, **EXAMPLE_STORE)
     assert code == 0, lines
     assert lines == [
         f"ok: config {tmp_path / 'store.yaml'}: store store-0042",
@@ -60,6 +68,14 @@ def test_a_ready_box_passes_every_check(tmp_path: Path, broker: Mosquitto) -> No
         f"ok: rules {EXAMPLE_RULES}: 4 rules",
         f"ok: broker {broker.url}: accepted no user name (MQTT 5)",
     ]
+
+
+def test_rules_naming_what_the_store_lacks_fail_as_lantern_run_would(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    code, lines = check(tmp_path, broker.url, rules=EXAMPLE_RULES)  # a store with no zones
+    assert code == 1
+    assert any(line.startswith("error: rules: ") and "coffee-aisle" in line for line in lines)
 
 
 def test_the_configured_password_is_checked(tmp_path: Path, box_broker: BoxBroker) -> None:
