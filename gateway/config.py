@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -47,6 +47,14 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+def _check_port(parts: SplitResult) -> None:
+    """A URL's port, if it has one, is a number in range (urlsplit checks only when asked)."""
+    try:
+        parts.port  # noqa: B018
+    except ValueError as exc:
+        raise ValueError(f"bad port: {exc}") from None
+
+
 class MqttSettings(_Section):
     url: str = "mqtt://127.0.0.1:1883"
     client_id: str | None = None  # default: lantern-<store id>, stable so the session survives
@@ -72,10 +80,7 @@ class MqttSettings(_Section):
             raise ValueError("must look like mqtt://[user:pass@]host:port (mqtts:// for TLS)")
         if not parts.hostname:
             raise ValueError("has no host")
-        try:
-            parts.port  # noqa: B018 - urlsplit checks the port only when asked
-        except ValueError as exc:
-            raise ValueError(f"bad port: {exc}") from None
+        _check_port(parts)
         return url
 
     @property
@@ -187,6 +192,7 @@ class ForwardingSinkSettings(SinkSettings):
         if parts.scheme not in cls.URL_SCHEMES or not parts.hostname:
             schemes = " or ".join(f"{scheme}://" for scheme in cls.URL_SCHEMES)
             raise ValueError(f"must be a {schemes} URL with a host")
+        _check_port(parts)
         return url
 
 

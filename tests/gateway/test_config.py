@@ -60,6 +60,17 @@ def test_every_problem_is_one_line_naming_the_key(tmp_path: Path) -> None:
     }
 
 
+@pytest.mark.parametrize("section", ["http_sink", "nats_sink", "mqtt_bridge_sink"])
+def test_a_sinks_url_with_a_bad_port_is_refused_at_start(tmp_path: Path, section: str) -> None:
+    scheme = {"http_sink": "https", "nats_sink": "nats", "mqtt_bridge_sink": "mqtts"}[section]
+    config = tmp_path / "store.yaml"
+    config.write_text(f"{section}: {{url: '{scheme}://central:abc'}}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, environ={})
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"{config}: {section}.url: ") and "bad port" in problem
+
+
 def test_an_invalid_config_stops_lantern_run_with_exit_2(tmp_path: Path) -> None:
     config = tmp_path / "store.yaml"
     config.write_text("mqtt: {url: 'nonsense'}\n")
