@@ -41,6 +41,7 @@ from gateway.mqttwire import (
     Connack,
     ProtocolError,
     Reader,
+    connack_refusal,
     connect_packet,
     disconnect_packet,
     pingreq_packet,
@@ -200,7 +201,9 @@ class MqttClient:
             async with asyncio.timeout(_CONNECT_TIMEOUT_S):
                 connack = await self._connack
                 if connack.reason:
-                    self.last_error = f"broker refused the connection: reason {connack.reason}"
+                    self.last_error = (
+                        f"broker refused the connection: {connack_refusal(connack.reason)}"
+                    )
                     if connack.reason_string:
                         self.last_error += f" ({connack.reason_string})"
                     self._abort()

@@ -280,14 +280,15 @@ def duration_text(seconds: float | None) -> str:
 
 
 # What a technician reads beside an error's own text: the usual causes, in plain words.
+# The first clue found wins: a broker's refusal of credentials reads "refused" too.
 _PLAIN_ERRORS = (
+    ("not authorized", "the broker refused the user name or password in mqtt.url"),
+    ("bad user name or password", "the broker refused the user name or password in mqtt.url"),
     ("refused", "nothing answers at that address: is the service running, is the port right?"),
     ("name or service not known", "that host name does not resolve: check the URL"),
     ("temporary failure in name resolution", "no DNS answer: check the box's network"),
     ("timed out", "no answer in time: the far side is down or the network is slow"),
     ("timeout", "no answer in time: the far side is down or the network is slow"),
-    ("not authorized", "the broker refused the user name or password in mqtt.url"),
-    ("bad user name or password", "the broker refused the user name or password in mqtt.url"),
     ("401", "the far side refused the token: check http_sink.token"),
     ("403", "the far side refused the token: check http_sink.token"),
     ("certificate", "the TLS certificate was not accepted"),

@@ -24,6 +24,7 @@ from gateway.config import Settings
 from gateway.localbroker import Mosquitto
 from gateway.receiver import Receiver
 from gateway.rulesdir import read_rules, store_catalog
+from gateway.web.pages import plain_error
 from tests.gateway.console import WEB_TOKENS, bearer
 from tests.helpers import (
     Publisher,
@@ -318,3 +319,20 @@ async def test_a_live_page_updates_and_the_gateway_still_stops_at_once(
     assert await response.content.read() == b""
     response.close()
     await session.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "meaning"),
+    [
+        ("cannot connect: Connection refused", "nothing answers at that address"),
+        ("broker refused the connection: not authorized", "refused the user name or password"),
+        (
+            "the broker refused the connection: bad user name or password",
+            "refused the user name or password",
+        ),
+    ],
+)
+def test_a_refused_login_reads_as_credentials_not_as_nothing_answering(
+    error: str, meaning: str
+) -> None:
+    assert meaning in plain_error(error)
