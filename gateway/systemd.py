@@ -115,8 +115,9 @@ async def watchdog_loop(interval_s: float, status_line: Callable[[], str | Await
     systemd arms the watchdog only at ``READY=1``. Until then (the gateway may wait long for a
     broker that is down at boot) each ping is ``EXTEND_TIMEOUT_USEC=`` by the watchdog's
     timeout instead: start-up may last as long as the loop is alive, and a loop stuck before
-    it is ready is still killed. The status line is asked for after the ping, so a slow one
-    delays only the status; one that fails is logged once and the pings go on.
+    it is ready is still killed. The status line is asked for after the ping and given until
+    the next one (it reads the outbox, whose one writer may be busy); one that fails or takes
+    longer is logged once and the pings go on.
     """
     if _address(os.environ.get("NOTIFY_SOCKET", "")) is None:
         return
@@ -132,7 +133,8 @@ async def watchdog_loop(interval_s: float, status_line: Callable[[], str | Await
         try:
             line = status_line()
             if inspect.isawaitable(line):
-                line = await line
+                async with asyncio.timeout(period_s):  # the next ping must not wait on it
+                    line = await line
             status(line)
             status_failing = False
         except Exception:
