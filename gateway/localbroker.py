@@ -51,6 +51,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """SIGTERM, and SIGKILL if it has not ended within ``timeout_s``."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def wait_for_port(port: int, timeout_s: float = _READY_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -106,12 +116,7 @@ class Mosquitto:
 
     def stop(self) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            stop_process(self._process, timeout_s=5)
             self._process = None
 
     def kill(self) -> None:

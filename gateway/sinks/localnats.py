@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from gateway.localbroker import free_port, wait_for_port
+from gateway.localbroker import free_port, stop_process, wait_for_port
 
 
 class NatsServer:
@@ -61,10 +61,5 @@ class NatsServer:
 
     def stop(self) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            stop_process(self._process, timeout_s=10)
             self._process = None
