@@ -80,7 +80,7 @@ class Mosquitto:
 
     def __init__(self, port: int | None = None, directory: Path | None = None) -> None:
         self.port = port or free_port()
-        self._directory = directory or Path(tempfile.mkdtemp(prefix="lantern-mosquitto-"))
+        self.directory = directory or Path(tempfile.mkdtemp(prefix="lantern-mosquitto-"))
         self._process: subprocess.Popen[bytes] | None = None
 
     @staticmethod
@@ -96,12 +96,12 @@ class Mosquitto:
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             + run_as_this_user()
-            + f"persistence_location {self._directory}/\n"
-            f"log_dest file {self._directory}/mosquitto.log\n" + BROKER_TUNING
+            + f"persistence_location {self.directory}/\n"
+            f"log_dest file {self.directory}/mosquitto.log\n" + BROKER_TUNING
         )
 
     def start(self) -> None:
-        config = self._directory / "mosquitto.conf"
+        config = self.directory / "mosquitto.conf"
         config.write_text(self.config_text())
         self._process = subprocess.Popen(
             ["mosquitto", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -111,7 +111,7 @@ class Mosquitto:
         except OSError:
             self.stop()
             raise RuntimeError(
-                f"mosquitto did not start; see {self._directory}/mosquitto.log"
+                f"mosquitto did not start; see {self.directory}/mosquitto.log"
             ) from None
 
     def stop(self) -> None:
@@ -128,7 +128,7 @@ class Mosquitto:
             self._process = None
 
     def log_text(self) -> str:
-        path = self._directory / "mosquitto.log"
+        path = self.directory / "mosquitto.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
 

@@ -86,7 +86,6 @@ class BoxBroker(Mosquitto):
         directory: Path | None = None,
     ) -> None:
         super().__init__(directory=directory or Path(tempfile.mkdtemp(prefix="lantern-box-")))
-        self.directory = self._directory
         self._overrides = overrides
         write_password_file(self.directory / "passwd", users)
 

@@ -33,7 +33,7 @@ async def own_broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
 
 
 @pytest.fixture
-async def saving_broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
+async def saving_broker(tmp_path: Path) -> AsyncIterator[SavingMosquitto]:
     async with started(SavingMosquitto(directory=tmp_path)) as mosquitto:
         yield mosquitto
 
@@ -69,10 +69,11 @@ async def test_a_restarted_broker_still_holds_a_persistent_sessions_queue(
     assert "Saving in-memory database" in log and "Error" not in log, log
 
 
-async def test_a_broker_that_saves_on_every_change_keeps_the_queue_through_a_sigkill(
-    saving_broker: Mosquitto,
+async def test_a_broker_saved_before_its_sigkill_keeps_the_queue(
+    saving_broker: SavingMosquitto,
 ) -> None:
     client_id = await queued_for_an_absent_consumer(saving_broker, 100)
+    await asyncio.to_thread(saving_broker.save)
     await asyncio.to_thread(saving_broker.kill)  # no goodbye, no save on the way out
     await asyncio.to_thread(saving_broker.start)
     assert await resumed(saving_broker, client_id) == list(range(100))
