@@ -64,8 +64,10 @@ class MqttSettings(_Section):
     session_expiry_s: int = Field(default=86_400, gt=0)
     keepalive_s: int = Field(default=30, ge=5)
     # QoS 1 messages the broker may have in flight to us unacknowledged. We acknowledge only
-    # after a commit, so this must cover a whole commit interval at peak rate (10k msg/s x 0.1 s).
-    receive_maximum: int = Field(default=2_000, ge=1, le=65_535)
+    # after a commit, so this must cover a whole commit interval at peak rate (10k msg/s x 0.1 s)
+    # and more: four batches, so that the broker still has room to send while one batch commits,
+    # one waits and one fills (two batches' worth left the loop waiting a fifth of the time).
+    receive_maximum: int = Field(default=4_000, ge=1, le=65_535)
     # The broker is on the store's own box: trying again costs nothing, and after an outage
     # of any length the gateway is back within 4 s of the broker (jittered between 2 and 4).
     reconnect_min_s: float = Field(default=0.5, gt=0)

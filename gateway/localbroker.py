@@ -33,7 +33,7 @@ persistence true
 autosave_interval 1
 max_queued_messages 1000000
 max_queued_bytes 0
-max_inflight_messages 2000
+max_inflight_messages 4000
 persistent_client_expiration 2d
 """
 _READY_TIMEOUT_S = 10.0

@@ -45,12 +45,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from gateway.config import MqttSettings
 from gateway.localbroker import Mosquitto
 from tests.benchmarks.publisher import ROOMS, TOPIC_FILTER
 from tests.benchmarks.rules import chain_rules, store_sections
 from tests.helpers import retained_status
 
 RULES = 100
+RECEIVE_MAXIMUM = MqttSettings.model_fields["receive_maximum"].default
 _SESSION_EXPIRY_S = 3600
 _POLL_S = 0.01
 
@@ -118,7 +120,7 @@ def noop_paho_rate(port: int, messages: int) -> float:
         )
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = _SESSION_EXPIRY_S
-        properties.ReceiveMaximum = 2000
+        properties.ReceiveMaximum = RECEIVE_MAXIMUM  # the window Lantern asks for
 
         def on_message(client: paho.Client, userdata: object, message: object) -> None:
             marks.append(time.perf_counter())
