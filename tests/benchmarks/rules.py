@@ -192,7 +192,7 @@ def store_sections(specs: list[dict[str, Any]], rooms: list[str]) -> dict[str, A
         "audiences": [
             {
                 "segment": segment,
-                "identities": [f"ibeacon:2f234454-cf6d-4a0f-adf2-f4911ba9ffa6-{n}-*"],
+                "identities": [f"ibeacon:{_BENCH_UUID}-{n}-*"],
             }
             for n, segment in enumerate(segments)
         ],
