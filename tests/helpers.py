@@ -203,15 +203,20 @@ class Received:
         return json.loads(self.payload)
 
 
+SUBSCRIBE_TIMEOUT_S = 10.0  # a loaded 2-core box answers in milliseconds
+
+
 class Subscriber(_PahoThread):
     """A consumer (the chain's, or a store's screen): an MQTT 5 session that outlives a broker
-    restart or its own absence (the broker queues for it), at QoS 1, on a paho thread.
+    restart or its own absence (the broker queues for it), at QoS 1, on a paho thread; ready
+    once the broker has acknowledged its subscription.
 
     A new Subscriber with the same ``client_id`` resumes the session and receives its queue.
     """
 
     def __init__(self, port: int, topic: str = "lantern/#", client_id: str | None = None) -> None:
         self.received: list[Received] = []
+        subscribed = threading.Event()
         self._lock = threading.Lock()
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2,
@@ -220,11 +225,16 @@ class Subscriber(_PahoThread):
         )
         self.client.on_message = self._on_message
         self.client.on_connect = lambda client, *_: client.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *_: subscribed.set()
         self.client.reconnect_delay_set(0.05, 0.5)
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = 3600  # the broker keeps the queue while we are away
         self.client.connect("127.0.0.1", port, clean_start=False, properties=properties)
         self.client.loop_start()
+        # What is published before the broker has the subscription is no one's: it is lost.
+        if not subscribed.wait(SUBSCRIBE_TIMEOUT_S):
+            self.close()
+            raise AssertionError(f"no SUBACK for {topic} in {SUBSCRIBE_TIMEOUT_S} s")
 
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         properties = message.properties

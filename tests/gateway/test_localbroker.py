@@ -42,7 +42,6 @@ async def queued_for_an_absent_consumer(broker: Mosquitto, count: int) -> str:
     """Subscribe, leave, and have ``count`` messages queued for the session; its client id."""
     client_id = f"absent-consumer-{broker.port}"
     with Subscriber(broker.port, TOPIC, client_id=client_id) as consumer:
-        # Subscribed once a message published now reaches it.
         with Publisher(broker.port) as device:
             await device.send([(TOPIC, '"subscribed"')])
         await wait_until(lambda: len(consumer.received) == 1)
