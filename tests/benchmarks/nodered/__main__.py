@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from firmware_stubs.store_sim import ROOMS, StoreSimulator
+from gateway.config import OutboxSettings
 from gateway.localbroker import Mosquitto, free_port
 from tests.benchmarks.nodered.publisher import publish
 from tests.benchmarks.rules import chain_rules, store_sections
@@ -47,8 +48,9 @@ SETTLE_S = 1.0  # after the first probe row, time for the probes in flight to la
 START_TIMEOUT_S = 60.0  # a cold Node-RED or Lantern start on a loaded 2-core box
 STOP_TIMEOUT_S = 30.0  # systemd's TimeoutStopSec for lantern.service
 QUIESCE_S = 1.0  # after the sync before a drain, for the write-back to finish
-LANTERN_BATCH_MAX_MESSAGES = 1000  # outbox.batch_max_messages' default, Node-RED's by default
-NODERED_BATCH_MAX_MS = 50  # the flow's, as outbox.batch_max_ms' default
+# Node-RED's flow batches as Lantern does by default.
+LANTERN_BATCH_MAX_MESSAGES = OutboxSettings.model_fields["batch_max_messages"].default
+NODERED_BATCH_MAX_MS = OutboxSettings.model_fields["batch_max_ms"].default
 DRAIN_MIN_TIMEOUT_S = 120.0
 DRAIN_MIN_RATE = 100.0  # msg/s below which a drain counts as stuck, not slow
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
