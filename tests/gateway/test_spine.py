@@ -140,8 +140,10 @@ async def test_http_sink_gzip_token_retry_after_and_parking(
         async with running_gateway(settings, clock) as gateway:
             await device.send([("lantern/s1/scanner/till-1", _serial_scan(i)) for i in range(3)])
             await wait_until(lambda: len(receiver.events) == 2)
+            # The receiver holds an event before its answer reaches the sink, which counts it.
+            await wait_until(lambda: sink_delivered(gateway) == 2)
             (sink,) = [s for s in status(gateway).sinks() if s["name"] == "http"]
-            assert (sink["parked"], sink["delivered"]) == (1, 2)
+            assert sink["parked"] == 1
         rows = outbox_rows(settings, "SELECT status, reason, body FROM parked")
     assert seen_encodings[0] == "gzip"
     ((parked_status, reason, body),) = rows
