@@ -266,6 +266,7 @@ def lantern_env(store: str, data_dir: Path, broker: Mosquitto, forward_url: str)
         LANTERN_FORWARD_URL=forward_url,
         LANTERN_OUTBOX__BATCH_MAX_MS="20",
         LANTERN_HTTP_SINK__RETRY_MAX_S="0.5",
+        LANTERN_WEB__PORT="0",  # any free port: 8080 may be the box's own lantern's, or a test's
     )
     return env
 
