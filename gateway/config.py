@@ -67,6 +67,7 @@ class MqttSettings(_Section):
     # after a commit, so this must cover a whole commit interval at peak rate (10k msg/s x 0.1 s)
     # and more: four batches, so that the broker still has room to send while one batch commits,
     # one waits and one fills (two batches' worth left the loop waiting a fifth of the time).
+    # The broker's max_inflight_messages must allow as many (systemd/mosquitto-lantern.conf).
     receive_maximum: int = Field(default=4_000, ge=1, le=65_535)
     # The broker is on the store's own box: trying again costs nothing, and after an outage
     # of any length the gateway is back within 4 s of the broker (jittered between 2 and 4).
