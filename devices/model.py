@@ -20,17 +20,20 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import msgspec
 import msgspec.inspect
 
 from lantern.errors import DecodeError
 
+_Value = TypeVar("_Value")
+
 __all__ = [
     "DeviceStatus",
+    "KindCache",
     "Message",
     "Observation",
     "ScanRead",
@@ -105,6 +108,19 @@ class Observation(msgspec.Struct, frozen=True, kw_only=True):
             for name in data_fields(type(self))
             if (value := getattr(self, name)) is not None
         }
+
+
+class KindCache(dict[type, _Value]):
+    """What ``make`` says of each kind, made once: ``cache[type(value)]``, as a plain dict
+    lookup. Per message, where ``functools.cache`` would build a key object for each call."""
+
+    def __init__(self, make: Callable[[type], _Value]) -> None:
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, kind: type) -> _Value:
+        value = self[kind] = self._make(kind)
+        return value
 
 
 @functools.cache
@@ -214,12 +230,14 @@ class Telemetry(Observation, frozen=True, kw_only=True):
 
 _MAC_SEPARATORS = re.compile(r"[:\-.\s]")
 _MAC_HEX = re.compile(r"[0-9a-f]{12}")
+_MAC_DIGITS = 12
+_LOWER_HEX_DIGITS = "0123456789abcdef"
 
 
 def normalize_mac(text: str) -> str:
     """A MAC address in any common spelling as 12 lowercase hex digits, or a decode error."""
-    if _MAC_HEX.fullmatch(text):  # already so spelt, as most scanners send it
-        return text
+    if len(text) == _MAC_DIGITS and not text.strip(_LOWER_HEX_DIGITS):  # already so spelt,
+        return text  # as most scanners send it: checked without the regular expression's cost
     mac = _MAC_SEPARATORS.sub("", text).lower()
     if not _MAC_HEX.fullmatch(mac):
         raise DecodeError(f"not a MAC address: {text!r}")

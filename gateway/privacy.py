@@ -17,7 +17,6 @@ an address although its last group has the shape of one, and is kept.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import os
@@ -30,6 +29,8 @@ from typing import Any, TypeVar
 import msgspec
 import msgspec.inspect
 
+from devices.model import KindCache
+
 SECRET_FILE_NAME = "privacy.key"
 _SECRET_BYTES = 32
 # The observation fields a decoder fills from topic levels (devices/model.py).
@@ -39,7 +40,6 @@ PSEUDONYM_PREFIX = "p-"
 _MAX_CACHED = 50_000  # distinct addresses per day we keep computed; a big store sees ~10k
 
 
-@functools.cache
 def _scrubbed_fields(kind: type[msgspec.Struct]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The fields of an observation kind that may hold an address (``*mac`` ones, and nested
     Structs), and those it fills from topic levels."""
@@ -52,6 +52,9 @@ def _scrubbed_fields(kind: type[msgspec.Struct]) -> tuple[tuple[str, ...], tuple
     )
     levels = tuple(name for name in _TOPIC_LEVEL_FIELDS if name in kind.__struct_fields__)
     return addresses, levels
+
+
+_SCRUBBED_FIELDS = KindCache(_scrubbed_fields)
 
 
 def _holds_struct(kind: msgspec.inspect.Type) -> bool:
@@ -128,13 +131,14 @@ class Pseudonymizer:
         Every message comes through here: the day's cached pseudonyms and topic levels are
         looked up directly, and the observation is copied once, only when a field changes.
         """
-        addresses, levels = _scrubbed_fields(type(observation))
-        self._on_day(at)
+        addresses, levels = _SCRUBBED_FIELDS[type(observation)]
+        if at.date() != self._day:
+            self._on_day(at)
         updates: dict[str, Any] = {}
         for name in addresses:
             value = getattr(observation, name)
             if value is not None:
-                cached = self._cache.get(value) if isinstance(value, str) else None
+                cached = self._cache.get(value) if type(value) is str else None
                 updates[name] = cached or self._replace(value, at)
         for name in levels:
             level = getattr(observation, name)
