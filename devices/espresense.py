@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -74,8 +74,10 @@ _IRK = re.compile(r"[0-9a-f]{32}", re.IGNORECASE)
 
 def parse(message: Message) -> list[Observation] | None:
     """Observations of one ESPresense message; None for a topic that is not ESPresense's."""
-    if "id" in message.fields and "room" in message.fields:
-        return [_sighting(message, message.fields["id"], message.fields["room"])]
+    fields = message.fields
+    topic_id, room = fields.get("id"), fields.get("room")
+    if topic_id is not None and room is not None:
+        return [_sighting(message, topic_id, room)]
     levels = message.topic.split("/")
     if len(levels) < 3:
         return None
@@ -127,24 +129,34 @@ _SIGHTING_FIELDS = msgspec.json.Decoder(_SightingFields)
 
 
 def _sighting(message: Message, topic_id: str, room: str) -> Sighting:
-    """The sighting, read in one typed pass when every field has its type (nearly always),
-    else field by field, each bad one named; both ways go through :func:`_sighting_of`."""
-    typed = json_struct(message, _SIGHTING_FIELDS)
-    if (
-        typed is not None
-        and _finite(typed.rssi)
-        and _finite(typed.distance)
-        and _finite(typed.rssi_1m)
+    """The sighting, its fields read in one typed pass when each has its type (nearly always),
+    else one by one (:func:`_read_one_by_one`), which names the first that has not."""
+    fields = json_struct(message, _SIGHTING_FIELDS)
+    if fields is None or not (
+        _finite(fields.rssi) and _finite(fields.distance) and _finite(fields.rssi_1m)
     ):
-        numbers = {"rssi": typed.rssi, "distance": typed.distance, "rssi@1m": typed.rssi_1m}
-        texts = {"id": typed.id, "mac": typed.mac}
-        return _sighting_of(numbers.get, texts.get, topic_id, room)
-    document = json_object(message, "ESPresense sighting")
-    return _sighting_of(
-        functools.partial(json_number, document),
-        functools.partial(json_str, document),
-        topic_id,
-        room,
+        fields = _read_one_by_one(json_object(message, "ESPresense sighting"))
+    return _sighting_of(fields, topic_id, room)
+
+
+def _sighting_of(fields: _SightingFields, topic_id: str, room: str) -> Sighting:
+    rssi = fields.rssi
+    if rssi is None:
+        raise DecodeError("ESPresense sighting has no rssi")
+    espresense_id = fields.id or topic_id
+    if not espresense_id:
+        raise DecodeError("ESPresense sighting has no id")
+    identity, id_mac, beacon = _identify(espresense_id)
+    rssi_1m = fields.rssi_1m  # scanners send 12.0 or 12 alike: a power is a whole dBm
+    return Sighting(
+        device_id=_room(room),
+        scanner=room,
+        identity=identity,
+        mac=normalize_mac(fields.mac) if fields.mac else id_mac,
+        rssi=rssi,
+        distance_m=fields.distance,
+        tx_power=measured_power(None if rssi_1m is None else round(rssi_1m)),
+        beacon=beacon,
     )
 
 
@@ -152,37 +164,16 @@ def _finite(number: float | None) -> bool:
     return number is None or number - number == 0  # NaN and the infinities are not
 
 
-def _sighting_of(
-    number: Callable[[str], float | None],
-    text: Callable[[str], str | None],
-    topic_id: str,
-    room: str,
-) -> Sighting:
-    """A sighting from its payload's numbers and texts by key (a reader may raise a decode
-    error naming its key; they are read in this order, so the first problem is named)."""
-    rssi = number("rssi")
-    if rssi is None:
-        raise DecodeError("ESPresense sighting has no rssi")
-    espresense_id = text("id") or topic_id
-    if not espresense_id:
-        raise DecodeError("ESPresense sighting has no id")
-    identity, id_mac, beacon = _identify(espresense_id)
-    payload_mac = text("mac")
-    return Sighting(
-        device_id=_room(room),
-        scanner=room,
-        identity=identity,
-        mac=normalize_mac(payload_mac) if payload_mac else id_mac,
-        rssi=rssi,
-        distance_m=number("distance"),
-        tx_power=measured_power(_whole(number("rssi@1m"))),
-        beacon=beacon,
+def _read_one_by_one(document: Mapping[str, Any]) -> _SightingFields:
+    """The fields of a payload that the typed pass refused, each read by the reader that
+    raises a decode error naming its key, in the order of the fields."""
+    return _SightingFields(
+        rssi=json_number(document, "rssi"),
+        id=json_str(document, "id"),
+        mac=json_str(document, "mac"),
+        distance=json_number(document, "distance"),
+        rssi_1m=json_number(document, "rssi@1m"),
     )
-
-
-def _whole(dbm: float | None) -> int | None:
-    """A power in dBm as a whole number (scanners send 12.0 or 12 alike)."""
-    return None if dbm is None else round(dbm)
 
 
 # A scanner reports each device it hears every second or so, under the same id: an id is

@@ -3,7 +3,6 @@ from __future__ import annotations
 import contextlib
 import json
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ from hypothesis import strategies as st
 from devices import espresense
 from devices.ble import find_mac
 from devices.health import Inventory
-from devices.jsonfields import json_number, json_object, json_str
+from devices.jsonfields import json_object
 from devices.model import DeviceStatus, Message, Sighting, Telemetry
 from lantern.errors import DecodeError
 from tests.fixture_files import load_jsonl
@@ -362,8 +361,8 @@ def _read(payload: bytes, topic_id: str, one_pass: bool) -> str:
         if one_pass:
             return repr(espresense.parse(sighting_message))
         document = json_object(sighting_message, "ESPresense sighting")
-        numbers, texts = partial(json_number, document), partial(json_str, document)
-        return repr([espresense._sighting_of(numbers, texts, topic_id, "office")])
+        fields = espresense._read_one_by_one(document)
+        return repr([espresense._sighting_of(fields, topic_id, "office")])
     except DecodeError as exc:
         return exc.reason
 
