@@ -44,6 +44,7 @@ from devices.model import Observation, Sighting
 from rules.zones import Audiences, Point, ZoneMap
 
 ExitReason = Literal["away", "moved", "evicted"]
+_NO_TIME = timedelta(0)
 
 
 class ZoneEvent(Observation, frozen=True, kw_only=True):
@@ -423,8 +424,9 @@ class PresenceEngine:
         """The zone of the nearest fresh reading; stale readings are dropped on the way."""
         best: _Reading | None = None
         stale: list[str] = []
+        fresh_since = now - self._ttl
         for scanner, reading in v.readings.items():
-            if now - reading.at > self._ttl:
+            if reading.at < fresh_since:
                 stale.append(scanner)
             elif best is None or reading.distance_m < best.distance_m:
                 best = reading
@@ -526,17 +528,20 @@ class PresenceEngine:
 
     def _dwell(self, v: _Visitor, now: datetime) -> timedelta:
         """Time in the current zone, counted while the evidence for it holds."""
-        until = min(now, v.seen_in_zone + self._ttl)
-        if v.pending is not None:
-            until = min(until, v.pending_since)
-        return max(timedelta(0), until - v.entered_at)
+        until = v.seen_in_zone + self._ttl
+        if now < until:
+            until = now
+        if v.pending is not None and v.pending_since < until:
+            until = v.pending_since
+        dwell = until - v.entered_at
+        return dwell if dwell > _NO_TIME else _NO_TIME
 
     def _report_dwell(self, v: _Visitor, now: datetime, events: list[ZoneEvent]) -> None:
         if v.zone is None:
             return
         index = bisect_right(self._thresholds, v.dwell_done_s)
-        if index == len(self._thresholds):
-            return
+        if index == len(self._thresholds) or now - v.entered_at < self._threshold_deltas[index]:
+            return  # every threshold reported, or the next one not reached even by the clock
         dwell = self._dwell(v, now)
         while index < len(self._thresholds) and self._threshold_deltas[index] <= dwell:
             threshold = self._thresholds[index]
