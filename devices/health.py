@@ -156,9 +156,14 @@ class Inventory:
         news (and is not kept)."""
         if isinstance(observation, DeviceStatus):
             return [] if self._set_online(observation.device_id, observation.online, at) else None
-        news = self._beacon(observation, at) if isinstance(observation, Sighting) else []
-        health = _health_of(observation) if isinstance(observation, Telemetry) else None
-        if self._set_online(observation.device_id, True, at, health=health):
+        health: Mapping[str, Any] | None = None
+        if isinstance(observation, Sighting):
+            news = self._beacon(observation, at)
+        else:
+            news = []
+            if isinstance(observation, Telemetry):
+                health = _health_of(observation)
+        if self._set_online(observation.device_id, True, at, health):
             news.append(DeviceStatus(device_id=observation.device_id, online=True))
         return news
 
@@ -176,8 +181,9 @@ class Inventory:
 
     def _beacon(self, sighting: Sighting, at: datetime) -> list[Observation]:
         """What a sighting says of the beacon seen (not of the scanner that saw it)."""
-        health = _health_of(sighting)
-        name = self._named_beacon(sighting)
+        # Most sightings name no registered beacon and carry no health: said without a call.
+        health = _health_of(sighting) if sighting.beacon else {}
+        name = self._named_beacon(sighting) if self._beacons else None
         if name is not None:
             back = self._set_online(name, True, at, health=health)
             return [DeviceStatus(device_id=name, online=True)] if back else []
