@@ -177,18 +177,22 @@ class Pipeline:
     def process(self, messages: Sequence[Inbound]) -> Processed:
         processed = Processed()
         batch, dedup = processed.batch, self._dedup
+        # Bound once for the batch: each of these runs for every message.
+        to_ack, digests, decode = processed.to_ack.append, batch.digests.append, self._decode
+        pseudonymise, enter = self._pseudonymizer.apply, self._enter
         self.messages += len(messages)
         for inbound in messages:
             if inbound.qos > 0:
-                processed.to_ack.append(inbound)
+                to_ack(inbound)
                 digest = message_digest(inbound.topic, inbound.payload)
                 if inbound.dup and digest in dedup:
                     processed.duplicates += 1
                     continue
                 dedup.add(digest)
-                batch.digests.append(digest)
-            for observation in self._decode(inbound, processed):
-                self._enter(batch, observation, inbound.received_at)
+                digests(digest)
+            at = inbound.received_at
+            for observation in decode(inbound, processed):
+                enter(batch, pseudonymise(observation, at), at)
         self._collect_state(processed.batch, closing=False)
         self.duplicates += processed.duplicates
         self.ignored += processed.ignored
@@ -256,8 +260,8 @@ class Pipeline:
             if state is not None and stage.state_key is not None:
                 batch.state[stage.state_key] = state
 
-    def _decode(self, inbound: Inbound, processed: Processed) -> list[Observation]:
-        """The message's observations, pseudonymised; none when it is a dead letter."""
+    def _decode(self, inbound: Inbound, processed: Processed) -> Sequence[Observation]:
+        """The message's observations, not yet pseudonymised; none when it is a dead letter."""
         size = len(inbound.payload)
         if size > self._max_payload_bytes:
             self._dead_letter(
@@ -266,18 +270,18 @@ class Pipeline:
                 "oversized",
                 f"payload of {size} bytes exceeds the {self._max_payload_bytes}-byte limit",
             )
-            return []
+            return ()
         route = self._router.route(inbound.topic)
         self.messages_by_family[route.kind if route is not None else "unrouted"] += 1
         if route is None:
             self._dead_letter(inbound, processed, "unrouted", "no configured source matches")
-            return []
+            return ()
         message = Message(inbound.topic, inbound.payload, inbound.received_at, route.fields)
         try:
             observations = route.decoder(message)
         except DecodeError as exc:
             self._dead_letter(inbound, processed, f"{route.kind}: undecodable", exc.reason)
-            return []
+            return ()
         except Exception as exc:  # the device boundary: a decoder bug must not stop ingest
             self._dead_letter(
                 inbound,
@@ -286,11 +290,11 @@ class Pipeline:
                 f"decoder failure: {type(exc).__name__}: {_short(exc)}",
                 exc,
             )
-            return []
+            return ()
         if observations is None:
             processed.ignored += 1
-            return []
-        return [self._pseudonymizer.apply(obs, inbound.received_at) for obs in observations]
+            return ()
+        return observations
 
     def _dead_letter(
         self,

@@ -41,7 +41,10 @@ class _Pattern:
         for index, literal in self.literals:
             if levels[index] != literal:
                 return None
-        return {name: levels[index] for index, name in self.captures}
+        fields = {}  # filled in a loop: a comprehension is a function call of its own
+        for index, name in self.captures:
+            fields[name] = levels[index]
+        return fields
 
 
 class Router:
