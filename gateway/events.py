@@ -230,7 +230,9 @@ def _data_layout(kind: type[Observation]) -> tuple[type[msgspec.Struct], tuple[i
     )
     convertible = json_convertible_fields(kind)
     positions = tuple(
-        index for index, name in enumerate(kind.__struct_fields__) if name in convertible
+        index
+        for index, name in enumerate(names, start=_ENVELOPE_FIELDS)
+        if name in convertible  # the envelope's time is not data: it is never looked into
     )
     return wire, positions
 
