@@ -44,7 +44,8 @@ class Inbound(NamedTuple):
         session: int,
     ) -> Inbound:
         """A message the broker delivered on connection ``session``."""
-        return cls(topic, payload, qos, mid, dup, at, session)
+        # tuple.__new__ itself, as for Publish (gateway/mqttwire.py): one is made per message.
+        return tuple.__new__(cls, (topic, payload, qos, mid, dup, at, session))
 
     @classmethod
     def local(cls, topic: str, payload: bytes, at: datetime) -> Inbound:

@@ -294,8 +294,11 @@ class Reader:
             raise ProtocolError(f"a malformed PUBLISH: {exc}") from None
         if position > len(body):
             raise ProtocolError("a PUBLISH shorter than its own header")
-        return Publish(
-            topic, body[position:], qos, packet_id, bool(flags & 0x08), bool(flags & 0x01)
+        # tuple.__new__ itself: a named tuple's own __new__ is a Python call, and this is one
+        # per message received.
+        return tuple.__new__(
+            Publish,
+            (topic, body[position:], qos, packet_id, bool(flags & 0x08), bool(flags & 0x01)),
         )
 
     def connack(self, body: bytes) -> Connack:
