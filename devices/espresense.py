@@ -140,6 +140,7 @@ def _sighting(message: Message, topic_id: str, room: str) -> Sighting:
 
 
 def _sighting_of(fields: _SightingFields, topic_id: str, room: str) -> Sighting:
+    """The sighting the fields make, or a decode error for the first thing they lack."""
     rssi = fields.rssi
     if rssi is None:
         raise DecodeError("ESPresense sighting has no rssi")
