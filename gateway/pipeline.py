@@ -18,14 +18,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 
 import msgspec
 
-from devices.model import Message, Observation
+from devices.model import KindCache, Message, Observation
 from gateway.batch import Batch, DeadLetter, EventRow, Inbound
 from gateway.events import EventFactory, format_time
 from gateway.privacy import Pseudonymizer
@@ -120,6 +120,11 @@ class Stage:
 
     state_key: ClassVar[str | None] = None
 
+    def takes(self, kind: type[Observation]) -> bool:
+        """Whether entries of this kind may concern the stage (asked once per kind): the
+        pipeline does not hand it the others."""
+        return True
+
     def observe(self, entry: Entry) -> Derived:
         return NOTHING
 
@@ -167,6 +172,8 @@ class Pipeline:
         self._max_payload_bytes = max_payload_bytes
         self._dedup = dedup
         self.stages = tuple(stages)
+        # Each kind's stages, as (position, observe): a sighting never meets the reorder stage.
+        self._plans = KindCache(self._plan)
         self.dead_letters_by_kind: Counter[str] = Counter()
         self.stage_failures: Counter[str] = Counter()
         self.messages_by_family: Counter[str] = Counter()  # by source kind, or "unrouted"
@@ -224,11 +231,12 @@ class Pipeline:
         self, batch: Batch, observation: Observation, at: datetime, first_stage: int = 0
     ) -> None:
         entry = Entry(observation, at, self._events.mint(observation.observed_at or at))
-        stages = self.stages
         derived: list[tuple[int, Derived]] = []
-        for index in range(first_stage, len(stages)):
+        for index, observe in self._plans[type(observation)]:
+            if index < first_stage:
+                continue
             try:
-                outcome = stages[index].observe(entry)
+                outcome = observe(entry)
             except Exception:  # a stage's boundary: its bug costs what it derives, not ingest
                 self._stage_failed(index, entry)
                 continue
@@ -242,6 +250,11 @@ class Pipeline:
             for derived_observation in outcome.observations:
                 self._enter(batch, derived_observation, at, index + 1)
             batch.events.extend(outcome.rows)
+
+    def _plan(self, kind: type[Observation]) -> tuple[tuple[int, Callable[[Entry], Derived]], ...]:
+        return tuple(
+            (index, stage.observe) for index, stage in enumerate(self.stages) if stage.takes(kind)
+        )
 
     def _stage_failed(self, index: int, entry: Entry) -> None:
         name = type(self.stages[index]).__name__

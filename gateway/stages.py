@@ -56,9 +56,11 @@ class ReorderStage(Stage):
         self.tracker = ReorderTracker(self._configs)
         self._changed = False
 
+    def takes(self, kind: type[Observation]) -> bool:
+        return issubclass(kind, ReorderReport)
+
     def observe(self, entry: Entry) -> Derived:
-        if not isinstance(entry.observation, ReorderReport):
-            return NOTHING
+        assert isinstance(entry.observation, ReorderReport)  # what it takes
         self._changed = True
         return Derived(observations=self.tracker.update(entry.observation, entry.at))
 
@@ -84,9 +86,11 @@ class PresenceStage(Stage):
         self.presence = presence
         self._tracking = bool(presence.zones.ids)  # no zones: nobody is anywhere, track no one
 
+    def takes(self, kind: type[Observation]) -> bool:
+        return self._tracking and issubclass(kind, Sighting)
+
     def observe(self, entry: Entry) -> Derived:
-        if not self._tracking or not isinstance(entry.observation, Sighting):
-            return NOTHING
+        assert isinstance(entry.observation, Sighting)  # what it takes
         moves = self.presence.observe(entry.observation, entry.at)
         return Derived(observations=moves) if moves else NOTHING
 
