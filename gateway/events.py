@@ -202,7 +202,8 @@ class EventFactory:
             datacontenttype="application/json",
             data=data,
         )
-        return EventRow(event_id, event_type, _ENCODER.encode(event).decode())
+        body = _ENCODER.encode(event).decode()
+        return tuple.__new__(EventRow, (event_id, event_type, body))  # see Inbound.delivered
 
 
 def _event_time(at: datetime) -> datetime | str:

@@ -294,9 +294,7 @@ class Reader:
             raise ProtocolError(f"a malformed PUBLISH: {exc}") from None
         if position > len(body):
             raise ProtocolError("a PUBLISH shorter than its own header")
-        # tuple.__new__ itself: a named tuple's own __new__ is a Python call, and this is one
-        # per message received.
-        return tuple.__new__(
+        return tuple.__new__(  # one per message: see gateway/batch.py, Inbound.delivered
             Publish,
             (topic, body[position:], qos, packet_id, bool(flags & 0x08), bool(flags & 0x01)),
         )

@@ -83,7 +83,8 @@ class Router:
         for pattern in self._by_depth.get(len(levels), ()):
             fields = pattern.match(levels)
             if fields is not None:
-                return Route(pattern.kind, self._decoders[pattern.kind], fields)
+                route = (pattern.kind, self._decoders[pattern.kind], fields)
+                return tuple.__new__(Route, route)  # one per message: see Inbound.delivered
         return None
 
 
