@@ -354,12 +354,13 @@ class PresenceEngine:
             self._visitors.move_to_end(visitor_id)
             v.scanner = sighting.scanner
             v.last_seen = now
-        candidate = self._locate(v, sighting, now)
+        scanner_zone = self.zones.zone_of_scanner(sighting.scanner)
+        candidate = self._locate(v, sighting, scanner_zone, now)
         if v.zone is None:
             if candidate is not None:
                 self._enter(v, candidate, now, events)
         else:
-            if self._places_in_zone(v.zone, sighting):
+            if self._places_in_zone(v.zone, sighting, scanner_zone):
                 v.seen_in_zone = now
             self._follow(v, candidate, now, events)
         self._report_dwell(v, now, events)
@@ -384,20 +385,22 @@ class PresenceEngine:
 
     # --- locating --------------------------------------------------------------------------
 
-    def _locate(self, v: _Visitor, sighting: Sighting, now: datetime) -> str | None:
-        """Record the sighting's evidence; the candidate zone it leaves the visitor with."""
+    def _locate(
+        self, v: _Visitor, sighting: Sighting, scanner_zone: str | None, now: datetime
+    ) -> str | None:
+        """Record the sighting's evidence (``scanner_zone``: the zone of the scanner that
+        heard it); the candidate zone it leaves the visitor with."""
         if sighting.position is not None:
             v.position = sighting.position
             v.position_at = now
             zone = self.zones.zone_at(*sighting.position)
             if zone is not None:
                 return zone
-        zone = self.zones.zone_of_scanner(sighting.scanner)
         distance_m = self._distance_m(sighting)
-        if zone is not None and distance_m is not None:
+        if scanner_zone is not None and distance_m is not None:
             reading = v.readings.get(sighting.scanner)
             if reading is None or now - reading.at > self._ttl:
-                v.readings[sighting.scanner] = _Reading(zone, distance_m, now)
+                v.readings[sighting.scanner] = _Reading(scanner_zone, distance_m, now)
             else:
                 alpha = self.settings.smoothing
                 reading.distance_m = alpha * distance_m + (1 - alpha) * reading.distance_m
@@ -449,9 +452,9 @@ class PresenceEngine:
                 latest = v.position_at if latest is None else max(latest, v.position_at)
         return (best, latest) if best is not None and latest is not None else None
 
-    def _places_in_zone(self, zone: str, sighting: Sighting) -> bool:
+    def _places_in_zone(self, zone: str, sighting: Sighting, scanner_zone: str | None) -> bool:
         """Whether the sighting is evidence the visitor is still in ``zone``."""
-        if self.zones.zone_of_scanner(sighting.scanner) == zone:
+        if scanner_zone == zone:
             return True
         if sighting.position is None:
             return False
