@@ -324,18 +324,10 @@ class MqttClient:
             reader, session = self._reader, self._session
             for kind, flags, body in packets:
                 if kind == PUBLISH:
-                    message = reader.publish(flags, body)
+                    topic, payload, qos, packet_id, dup, _ = reader.publish(flags, body)
                     self.messages_received += 1
                     self._deliver(
-                        Inbound.delivered(
-                            message.topic,
-                            message.payload,
-                            message.qos,
-                            message.packet_id,
-                            message.dup,
-                            at,
-                            session,
-                        )
+                        Inbound.delivered(topic, payload, qos, packet_id, dup, at, session)
                     )
                 elif kind == PUBACK:
                     self._settle(self._publish_waiters.pop(reader.packet_id(body), None))

@@ -65,6 +65,7 @@ _USER_PROPERTY_ID = bytes((_USER_PROPERTY,))
 
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
+_PUBACK = struct.Struct(">BBH")  # fixed header, remaining length 2, packet id
 
 
 # A CONNACK's refusal in words: MQTT 5's reason codes and MQTT 3.1.1's return codes (1-5).
@@ -230,7 +231,7 @@ def publish_packet(
 
 def puback_packet(packet_id: int) -> bytes:
     """PUBACK, success: the same two-byte form in MQTT 5 and 3.1.1."""
-    return bytes((PUBACK << 4, 2)) + _U16.pack(packet_id)
+    return _PUBACK.pack(PUBACK << 4, 2, packet_id)
 
 
 def pingreq_packet() -> bytes:
@@ -244,19 +245,27 @@ def disconnect_packet() -> bytes:
 class Reader:
     """Whole packets out of a byte stream fed in chunks of any size."""
 
-    __slots__ = ("_buffer", "_v5")
+    __slots__ = ("_cut", "_needed", "_v5")
 
     def __init__(self, v5: bool) -> None:
-        self._buffer = bytearray()
+        self._cut = bytearray()  # the start of a packet the last chunk cut off
+        self._needed = 0  # that packet's whole length, once its header has come
         self._v5 = v5
 
     def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
         """(packet type, flags, body) of every packet the buffer now holds whole; the rest
         waits for the next chunk. ProtocolError on a length MQTT cannot have."""
-        buffer = self._buffer
-        buffer += data
+        cut = self._cut
+        if cut:
+            cut += data
+            if len(cut) < self._needed:  # a long packet still arriving: nothing to copy yet
+                return []
+            data = bytes(cut)
+            cut.clear()
+        # Bodies are sliced from bytes, so each is one copy (and one object): a message each.
+        buffer = data
         packets: list[tuple[int, int, bytes]] = []
-        position, end = 0, len(buffer)
+        position, end, needed = 0, len(buffer), 0
         while end - position >= 2:
             first, length = buffer[position], buffer[position + 1]
             index = position + 2
@@ -267,11 +276,13 @@ class Reader:
                 else:
                     length, index = _remaining_length(buffer, position + 1, end)
             if length < 0 or index + length > end:
+                needed = index + length - position if length >= 0 else 0
                 break
-            packets.append((first >> 4, first & 0x0F, bytes(buffer[index : index + length])))
+            packets.append((first >> 4, first & 0x0F, buffer[index : index + length]))
             position = index + length
-        if position:
-            del buffer[:position]
+        if position < end:
+            cut += buffer[position:]
+            self._needed = needed
         return packets
 
     def publish(self, flags: int, body: bytes) -> Publish:
@@ -287,10 +298,14 @@ class Reader:
             if qos:
                 (packet_id,) = _U16.unpack_from(body, position)
                 position += 2
-            if self._v5:
-                length, position = _read_varint(body, position)
-                position += length  # no property of an incoming PUBLISH matters to us
-        except (struct.error, UnicodeDecodeError) as exc:
+            if self._v5:  # no property of an incoming PUBLISH matters to us: they are skipped
+                length = body[position]
+                if length < 0x80:  # the common case, without a call: under 128 bytes of them
+                    position += 1 + length
+                else:
+                    length, position = _read_varint(body, position)
+                    position += length
+        except (struct.error, UnicodeDecodeError, IndexError) as exc:
             raise ProtocolError(f"a malformed PUBLISH: {exc}") from None
         if position > len(body):
             raise ProtocolError("a PUBLISH shorter than its own header")
@@ -348,7 +363,7 @@ class Reader:
         return body[0] if self._v5 and body else 0
 
 
-def _remaining_length(buffer: bytearray, position: int, end: int) -> tuple[int, int]:
+def _remaining_length(buffer: bytes, position: int, end: int) -> tuple[int, int]:
     """A fixed header's remaining length from ``position``; (-1, end) if it is cut off."""
     length, multiplier = 0, 1
     while position < end:
