@@ -304,14 +304,12 @@ def main() -> None:
             f" {statistics.median(f.lantern / f.mosquitto_sub for f in results):.2f},"
             f" p99 {statistics.median(f.p99_ms for f in results):.1f} ms (spread"
             f" {spread([f.p99_ms for f in results])}), peak RSS"
-            f" {statistics.median(f.peak_rss_mib for f in results):.1f} MiB"
+            f" {statistics.median(f.peak_rss_mib for f in results):.1f} MiB; the run with the"
+            " median ratio:"
         )
-        print(
-            f"ingest ratio {statistics.median(ratios):.2f} (lantern"
-            f" {statistics.median(f.lantern for f in results):,.0f} msg/s, no-op paho"
-            f" {statistics.median(f.noop_paho for f in results):,.0f} msg/s, mosquitto_sub"
-            f" {statistics.median(f.mosquitto_sub for f in results):,.0f} msg/s)"
-        )
+        # The last line is one run's, the one with the median ratio (the lower of the middle
+        # two for an even count), so that its ratio is its own rates' quotient.
+        print(sorted(results, key=lambda f: f.ratio)[(len(results) - 1) // 2].line())
 
 
 if __name__ == "__main__":
