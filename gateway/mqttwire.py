@@ -263,25 +263,24 @@ class Reader:
             data = bytes(cut)
             cut.clear()
         # Bodies are sliced from bytes, so each is one copy (and one object): a message each.
-        buffer = data
         packets: list[tuple[int, int, bytes]] = []
-        position, end, needed = 0, len(buffer), 0
+        position, end, needed = 0, len(data), 0
         while end - position >= 2:
-            first, length = buffer[position], buffer[position + 1]
+            first, length = data[position], data[position + 1]
             index = position + 2
             if length >= 0x80:  # a message of 128 bytes or more: two bytes of length, mostly
-                if index < end and buffer[index] < 0x80:
-                    length = (length & 0x7F) | buffer[index] << 7
+                if index < end and data[index] < 0x80:
+                    length = (length & 0x7F) | data[index] << 7
                     index += 1
                 else:
-                    length, index = _remaining_length(buffer, position + 1, end)
+                    length, index = _remaining_length(data, position + 1, end)
             if length < 0 or index + length > end:
                 needed = index + length - position if length >= 0 else 0
                 break
-            packets.append((first >> 4, first & 0x0F, buffer[index : index + length]))
+            packets.append((first >> 4, first & 0x0F, data[index : index + length]))
             position = index + length
         if position < end:
-            cut += buffer[position:]
+            cut += data[position:]
             self._needed = needed
         return packets
 
